@@ -1,0 +1,3 @@
+from oellm.cli import main
+
+main()

@@ -1,0 +1,199 @@
+"""Planning: models, checkpoints, tasks, shot counts or an eval CSV -> validated, deduplicated rows.
+
+Pure apart from looking at local model directories; task names are validated by `oellm.tasks`.
+Every problem in an input is collected first and reported in one error.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from oellm.errors import OellmError
+from oellm.rundir import EvalRow
+
+# A Hugging Face repo id: `name` or `org/name`; anything else that is not a local dir is refused,
+# so shell metacharacters in a model name never get further than this check.
+HF_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ARG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
+TASK_NAME = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+CHECKPOINT = re.compile(r"^(?:checkpoint|global_step|step|iter)[-_]?0*(\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model_args: str = ""
+
+
+def split_list(value: str | Sequence[str | int] | int | None) -> list[str]:
+    """`"a,b"`, `["a", "b"]` (from a config file) or a bare int -> list of stripped strings."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    return [s.strip() for s in items if s.strip()]
+
+
+def parse_models(value: str | Sequence[str] | None) -> list[ModelSpec]:
+    """`org/a,org/b,revision=x,dtype=float16,/path/c`: a token with `=` is a model arg of the model before it."""
+    specs: list[tuple[str, list[str]]] = []
+    for token in split_list(value):
+        if "=" in token and not os.path.exists(token):
+            if not specs:
+                raise OellmError(f"--models: model arg {token!r} comes before any model; write MODEL,{token}")
+            specs[-1][1].append(token)
+        else:
+            specs.append((token, []))
+    return [ModelSpec(name, normalize_model_args(args, name)) for name, args in specs]
+
+
+def normalize_model_args(args: Iterable[str], model: str) -> str:
+    """Validate `key=value` pairs; they reach lm-eval's model constructor, never a shell."""
+    out = []
+    for arg in args:
+        key, _, val = arg.partition("=")
+        key, val = key.strip(), val.strip()
+        if key == "pretrained":
+            raise OellmError(f"model {model}: pretrained= is the model itself; give the model path or id first")
+        if not ARG_KEY.match(key) or not ARG_VALUE.match(val):
+            raise OellmError(f"model {model}: bad model arg {arg!r}; expected key=value with letters, digits and _.:/@+-")
+        out.append(f"{key}={val}")
+    return ",".join(out)
+
+
+def parse_tasks(value: str | Sequence[str] | None) -> list[str]:
+    tasks = split_list(value)
+    bad = [t for t in tasks if not TASK_NAME.match(t)]
+    if bad:
+        raise OellmError(f"--tasks: invalid task name(s) {', '.join(map(repr, bad))}; use lm-eval task, group or tag names")
+    return tasks
+
+
+def parse_shots(value: str | int | Sequence[int] | None) -> list[int]:
+    shots = []
+    for s in split_list(value):
+        if not re.fullmatch(r"\d+", s):
+            raise OellmError(f"--n_shot: {s!r} is not a non-negative integer; e.g. --n_shot 0,5")
+        shots.append(int(s))
+    return list(dict.fromkeys(shots))
+
+
+def check_limit(limit: float | None) -> float | None:
+    if limit is None:
+        return None
+    if limit <= 0 or (limit >= 1 and not float(limit).is_integer()):
+        raise OellmError(f"--limit: {limit} must be a whole number of samples (>= 1) or a fraction in (0, 1)")
+    return float(limit)
+
+
+def is_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
+
+
+def has_weights(path: Path) -> bool:
+    """A model dir: an HF config, or a GGUF file (transformers reads its config from it)."""
+    return (path / "config.json").is_file() or next(path.glob("*.gguf"), None) is not None
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Checkpoint subdirs (`checkpoint-1000`, `step_2000`, `iter_0003000`, ...) holding HF weights, by step."""
+    found = []
+    with os.scandir(run_dir) as it:
+        for entry in it:
+            m = CHECKPOINT.match(entry.name)
+            if m and entry.is_dir() and has_weights(Path(entry.path)):
+                found.append((int(m.group(1)), Path(entry.path)))
+    return sorted(found)
+
+
+def expand_model(spec: ModelSpec, stride: int = 1, last_n: int | None = None) -> list[tuple[str, int | None]]:
+    """A model id, a model dir, or a training-run dir -> [(model, step)], checkpoints sorted by step."""
+    if not is_local(spec.name):
+        if not HF_ID.match(spec.name):
+            raise OellmError(f"model {spec.name!r} is neither an existing local directory nor a Hugging Face id (org/name)")
+        return [(spec.name, None)]
+    path = Path(spec.name).expanduser().resolve()
+    if not path.is_dir():
+        raise OellmError(f"model path {spec.name} does not exist (or is not a directory)")
+    if has_weights(path):
+        return [(str(path), None)]
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise OellmError(f"model path {spec.name} holds no config.json and no checkpoint dirs "
+                         "(checkpoint-N, step_N, iter_N, global_stepN) with weights")
+    ckpts = ckpts[::-1][::stride][::-1]  # keep the newest checkpoint whatever the stride
+    if last_n:
+        ckpts = ckpts[-last_n:]
+    return [(str(p), step) for step, p in ckpts]
+
+
+def read_eval_csv(path: Path) -> list[tuple[int, ModelSpec, str, int]]:
+    """CSV with columns model_path,task_path,n_shot (model args quoted inside model_path) -> (line, ...)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise OellmError(f"--eval_csv_path: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    missing = {"model_path", "task_path", "n_shot"} - set(reader.fieldnames or [])
+    if missing:
+        raise OellmError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+                         "expected a header model_path,task_path,n_shot")
+    out, errors = [], []
+    for rec in reader:
+        line = reader.line_num
+        try:
+            if None in rec or any(rec[k] is None for k in ("model_path", "task_path", "n_shot")):
+                raise OellmError("wrong number of fields")
+            models = parse_models(rec["model_path"])
+            if len(models) != 1:
+                raise OellmError(f"model_path {rec['model_path']!r} must name exactly one model")
+            tasks = parse_tasks(rec["task_path"])
+            shots = parse_shots(rec["n_shot"])
+            if len(tasks) != 1 or len(shots) != 1:
+                raise OellmError("task_path and n_shot must each hold one value")
+            out.append((line, models[0], tasks[0], shots[0]))
+        except OellmError as e:
+            errors.append(f"line {line}: {e}")
+    if errors:
+        raise OellmError(f"{path}: {len(errors)} bad row(s): " + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""))
+    if not out:
+        raise OellmError(f"{path}: no rows")
+    return out
+
+
+def build_rows(models: Sequence[ModelSpec], tasks: Sequence[str], shots: Sequence[int], limit: float | None = None,
+               stride: int = 1, last_n: int | None = None) -> tuple[list[EvalRow], int]:
+    """The model x task x shot product; returns (rows, duplicates dropped)."""
+    if stride < 1 or (last_n is not None and last_n < 1):
+        raise OellmError("--checkpoint_stride and --last_n_checkpoints must be >= 1")
+    rows = [EvalRow(model=m, model_args=spec.model_args, task=t, n_shot=n, limit=limit, step=step)
+            for spec in models for (m, step) in expand_model(spec, stride, last_n) for t in tasks for n in shots]
+    return dedupe(rows)
+
+
+def rows_from_csv(path: Path, limit: float | None = None) -> list[EvalRow]:
+    """Rows of an eval CSV; a repeated evaluation is an error naming both lines (likely a copy-paste slip)."""
+    rows, seen = [], {}
+    for line, spec, task, n in read_eval_csv(path):
+        for model, step in expand_model(spec):
+            row = EvalRow(model=model, model_args=spec.model_args, task=task, n_shot=n, limit=limit, step=step)
+            if row.identity in seen:
+                raise OellmError(f"{path}: line {line} repeats the evaluation of line {seen[row.identity]} "
+                                 f"({spec.name}, {task}, {n}-shot); remove one of them")
+            seen[row.identity] = line
+            rows.append(row)
+    return rows
+
+
+def dedupe(rows: Iterable[EvalRow]) -> tuple[list[EvalRow], int]:
+    out: dict[tuple, EvalRow] = {}
+    n = 0
+    for r in rows:
+        n += 1
+        out.setdefault(r.identity, r)
+    return list(out.values()), n - len(out)

@@ -1,0 +1,53 @@
+"""Rendering the sbatch script: a pure function of validated cluster values and paths.
+
+No clock, no environment, no files but the template, so the text is deterministic and checked
+against one golden file per cluster. Values are quoted by the `q` filter; env values and binds are
+double-quoted so `$SCRATCH` expands on the node (clusters.py refused anything else a shell runs).
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import lru_cache
+
+from oellm.clusters import ClusterConfig, format_minutes
+from oellm.resources import data_path
+
+TEMPLATE = "eval.sbatch.j2"
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_path("templates"))),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 -- a shell script, not HTML; values go through `q`
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    return env
+
+
+def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
+    """`#SBATCH` options in a fixed order; config keys use SLURM's spelling with underscores."""
+    opts: dict[str, str | None] = {
+        "partition": cluster.partition, "account": cluster.account, "qos": cluster.qos,
+        "nodes": "1", "ntasks": "1", "cpus-per-task": str(cluster.cpus_per_task), "mem": cluster.mem,
+        "gres": cluster.gres or (f"gpu:{cluster.gpus_per_task}" if cluster.gpus_per_task else None),
+        "time": format_minutes(time_minutes),
+    }
+    for key, value in cluster.sbatch_options.items():
+        opts[key.replace("_", "-")] = value
+    return [f"--{k}={shlex.quote(v)}" for k, v in opts.items() if v not in (None, "")]
+
+
+def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_minutes: int, python: str,
+                  extra_binds: tuple[str, ...] = ()) -> str:
+    """The array script for one run; chunks differ only in the offset they pass as `$1`."""
+    return _environment().get_template(TEMPLATE).render(
+        run_dir=run_dir, job_name=job_name, log_dir=f"{run_dir}/slurm_logs",
+        sbatch_flags=sbatch_flags(cluster, time_minutes), modules=list(cluster.modules),
+        env=sorted(cluster.env.items()), container=cluster.container, python=python,
+        binds=list(dict.fromkeys((*(cluster.container.binds if cluster.container else ()), *extra_binds))),
+    )

@@ -1,0 +1,370 @@
+"""One array task: evaluate its rows of a run dir with lm-eval, offline, each model loaded once.
+
+Shaped like submitit's `process_job`: the task knows only the run dir and its index, reads its
+identity from the environment in one place (`JobEnv`), writes every outcome through a temp file and
+a rename, and exits non-zero when a row failed. A row that has a result file is never redone.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from oellm.errors import OellmError
+from oellm.rundir import EvalRow, RunDir, atomic_open, read_jobs, read_json
+
+log = logging.getLogger(__name__)
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """Who we are, read from the environment in one place (SLURM_* under SLURM, else None)."""
+
+    host: str
+    job_id: str | None
+    array_job_id: str | None
+    array_task_id: int | None
+
+    @classmethod
+    def from_environ(cls, env: Any = os.environ) -> JobEnv:
+        task = env.get("SLURM_ARRAY_TASK_ID")
+        return cls(host=socket.gethostname(), job_id=env.get("SLURM_JOB_ID"),
+                   array_job_id=env.get("SLURM_ARRAY_JOB_ID"), array_task_id=int(task) if task else None)
+
+
+class Interrupted(BaseException):
+    """SIGTERM (scancel, time limit) or SIGINT mid-row; a BaseException so that no `except Exception`
+    inside lm-eval or datasets swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class RowFailure(Exception):
+    """A failure we can name; `kind` goes into the state record's error_kind."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) -> int:
+    """Evaluate the rows of array task `index_offset + index`; return how many failed.
+
+    When interrupted, records the row as "interrupted" and raises SystemExit(128 + signal number)."""
+    os.environ.update(OFFLINE_ENV)  # before any HF import: compute nodes have no network
+    if not logging.getLogger().handlers:  # INFO to stderr: the SLURM .err log
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = JobEnv.from_environ()
+    index = env.array_task_id if index is None else index
+    if index is None:
+        raise OellmError("no array index: pass --index or run inside a SLURM array job (SLURM_ARRAY_TASK_ID)")
+    rd = RunDir(Path(run_dir))
+    ctx = _Context(rd, rd.read_manifest(), env, index_offset + index)
+    rows = [r for r in read_jobs(rd.jobs) if r.task_index == ctx.index]
+    todo = [r for r in rows if not rd.result_path(r.row_id).exists()]
+    log.info("array task %d: %d row(s), %d already done", ctx.index, len(rows), len(rows) - len(todo))
+    for sub in (rd.results, rd.states):
+        sub.mkdir(parents=True, exist_ok=True)
+    try:
+        with _signals_raise(), ctx.tail.attached():
+            return sum(not ok for ok in _evaluate_rows(ctx, todo))
+    except Interrupted as e:
+        log.error("%s; exiting", e)
+        raise SystemExit(128 + e.signum) from None
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn the first SIGTERM/SIGINT into `Interrupted`; ignore repeats, so recording the state finishes."""
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class _Once:
+    """A value built at first use; a failure is kept and raised again for every later row."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build: Callable[[], Any] | None = build
+        self._value: Any = None
+        self._error: Exception | None = None
+
+    def get(self) -> Any:
+        if self._build is not None:
+            try:
+                self._value = self._build()
+            except Exception as e:  # noqa: BLE001 - kept and re-raised for each row that needs it
+                self._error = e
+            self._build = None
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _LogTail(logging.Handler):
+    """The last lines logged during a row, for its state record (a bounded deque: no file, no copying)."""
+
+    def __init__(self, n: int = 20):
+        super().__init__(logging.INFO)
+        self.lines: deque[str] = deque(maxlen=n)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
+            self.handleError(record)
+
+    @contextmanager
+    def attached(self) -> Iterator[None]:
+        """On the root logger, and on lm-eval's too if lm-eval has stopped it propagating."""
+        loggers = [logging.getLogger()] + [lg for lg in [logging.getLogger("lm_eval")] if not lg.propagate]
+        for lg in loggers:
+            lg.addHandler(self)
+        try:
+            yield
+        finally:
+            for lg in loggers:
+                lg.removeHandler(self)
+
+
+@dataclass
+class _Context:
+    run: RunDir
+    manifest: dict[str, Any]
+    env: JobEnv
+    index: int  # the global array index
+    tail: _LogTail = field(default_factory=_LogTail)
+
+
+_LOADS = 0  # models loaded by this process: provenance shows each array task loads a model once
+
+
+def _evaluate_rows(ctx: _Context, rows: list[EvalRow]) -> Iterator[bool]:
+    """Rows grouped by model, in jobs.csv order; one TaskManager, one load per model."""
+    from oellm import tasks
+
+    include = list(ctx.manifest.get("include_paths") or [])
+    task_manager = _Once(lambda: tasks.task_manager_for(sorted({r.task for r in rows}), include))
+    by_model: dict[tuple[str, str], list[EvalRow]] = {}
+    for r in rows:
+        by_model.setdefault((r.model, r.model_args), []).append(r)
+    for (model, model_args), group in by_model.items():
+        loaded = _Once(lambda m=model, a=model_args: _load_model(m, a, ctx.manifest))
+        for row in group:
+            yield _evaluate_row(ctx, row, loaded, task_manager)
+        del loaded
+        _free_memory()
+
+
+def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Once) -> bool:
+    """Evaluate one row and record its state; True when done."""
+    import lm_eval
+
+    from oellm import tasks
+
+    ctx.tail.lines.clear()
+    t0, started = time.perf_counter(), _now()
+    attempt = _previous_attempt(ctx.run, row) + 1
+
+    def record(state: str, kind: str | None = None, error: str = "", **extra: Any) -> None:
+        ended = None if state == "running" else _now()
+        ctx.run.write_state(row.row_id, {
+            "state": state, "error_kind": kind, "error": error, "log_tail": list(ctx.tail.lines),
+            "host": ctx.env.host, "started": started, "ended": ended,
+            "wall_s": None if ended is None else round(time.perf_counter() - t0, 3),
+            "slurm_job_id": ctx.env.job_id, "array_task_id": ctx.index, "attempt": attempt, **extra})
+
+    try:
+        record("running")
+        log.info("row %s: %s | %s | %d-shot", row.row_id, row.model, row.task, row.n_shot)
+        lm, info = loaded.get()
+        t_eval = time.perf_counter()
+        out = lm_eval.simple_evaluate(
+            model=lm, model_args=info["args"], tasks=[row.task], num_fewshot=row.n_shot,
+            limit=_limit(row.limit), task_manager=tasks.with_metadata(task_manager.get(), info["metadata"]),
+            log_samples=bool(ctx.manifest.get("log_samples", False)), batch_size=info["batch_size"],
+            device=info["device"], use_cache=None, cache_requests=False)
+        lm_eval_s = time.perf_counter() - t_eval
+        samples = out.pop("samples", None) if out else None
+        if not _has_metrics(out):
+            raise RowFailure("no_metrics", f"lm-eval finished task {row.task} but reported no metrics")
+        out["oellm"] = _provenance(ctx, row, out, info, started, time.perf_counter() - t0, lm_eval_s)
+        _write_result(ctx.run, row, out, samples)
+        record("done")
+        return True
+    except Interrupted as e:
+        record("interrupted", "interrupted", str(e))
+        raise
+    except Exception as e:  # noqa: BLE001 - one row's failure must not stop the others
+        kind = e.kind if isinstance(e, RowFailure) else "oom" if _is_oom(e) else "exception"
+        log.error("row %s failed (%s): %s", row.row_id, kind, e)
+        record("failed", kind, f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-8000:])
+        if kind == "oom":
+            _free_memory()
+        return False
+
+
+def _has_metrics(out: dict[str, Any] | None) -> bool:
+    """True when some task reports a number for a metric (lm-eval's "metric,filter" keys)."""
+    from numbers import Number
+
+    return any("," in k and "_stderr," not in k and isinstance(v, Number) and not isinstance(v, bool)
+               for res in ((out or {}).get("results") or {}).values() for k, v in res.items())
+
+
+def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str, Any], started: str,
+                wall_s: float, lm_eval_s: float) -> dict[str, Any]:
+    """What ran where, with which versions, and how long: stored beside lm-eval's own output."""
+    from importlib.metadata import version
+
+    import oellm
+
+    shots = out.get("n-shot") or {}
+    uniform = set(shots.values())
+    return {"row": {"row_id": row.row_id, "model": row.model, "model_args": row.model_args, "task": row.task,
+                    "n_shot": row.n_shot, "limit": row.limit, "step": row.step},
+            "n_shot_used": shots.get(row.task, uniform.pop() if len(uniform) == 1 else shots),
+            "model_revision": info["revision"], "lm_eval_version": version("lm_eval"),
+            "oellm_version": oellm.__version__, "host": ctx.env.host, "device": info["device"],
+            "gpu": info["gpu"], "slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
+            "slurm_array_task_id": ctx.env.array_task_id, "array_task_id": ctx.index,
+            "started": started, "ended": _now(), "wall_s": round(wall_s, 3), "lm_eval_s": round(lm_eval_s, 3),
+            "lm_eval_reported_s": out.get("total_evaluation_time_seconds"),
+            "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process")}}
+
+
+def _write_result(run: RunDir, row: EvalRow, out: dict[str, Any], samples: dict[str, list] | None) -> None:
+    """Samples first, then the result: a result file always means the row is complete."""
+    from lm_eval.utils import handle_non_serializable as default
+
+    if samples is not None:
+        with atomic_open(run.results / f"{row.row_id}.samples.jsonl") as fh:
+            for task, items in samples.items():
+                fh.writelines(json.dumps({"task": task, **s}, default=default, ensure_ascii=False) + "\n"
+                              for s in items)
+    with atomic_open(run.result_path(row.row_id)) as fh:
+        json.dump(out, fh, indent=1, default=default, ensure_ascii=False)
+
+
+def _load_model(model: str, model_args: str, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Check the model is on disk (never wait for a network compute nodes lack), then load it once."""
+    import torch
+    from lm_eval.api.registry import get_model
+    from lm_eval.utils import simple_parse_args_string
+
+    global _LOADS
+    revision = (manifest.get("model_revisions") or {}).get(model)
+    if "revision" in simple_parse_args_string(model_args):
+        revision = None  # the row pins its own revision
+    resolved = _local_model(model, revision)
+    args = ",".join(a for a in (f"pretrained={model}", model_args, revision and f"revision={revision}") if a)
+    cuda = torch.cuda.is_available()
+    info = {"args": args, "metadata": simple_parse_args_string(args), "revision": resolved,
+            "device": "cuda" if cuda else "cpu", "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "batch_size": manifest.get("batch_size", "auto"), "pid": os.getpid(), "started": _now()}
+    t0 = time.perf_counter()
+    log.info("loading %s on %s", args, info["device"])
+    _cache_env_info()
+    lm = get_model("hf").create_from_arg_string(args, {"batch_size": info["batch_size"], "device": info["device"]})
+    _LOADS += 1
+    info.update(seconds=round(time.perf_counter() - t0, 3), loads_in_process=_LOADS)
+    return lm, info
+
+
+def _local_model(model: str, revision: str | None) -> str | None:
+    """Fail fast when the model is not on disk; return the cached commit of a hub model."""
+    if _is_path(model):
+        if not Path(model).expanduser().is_dir():
+            raise RowFailure("missing_model", f"model directory {model} not found; fetch or convert it first "
+                             "with `oellm schedule-eval ... --download_only` on a login node")
+        return revision
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(model, revision=revision, local_files_only=True)
+    except (OSError, ValueError) as e:  # LocalEntryNotFoundError is an OSError
+        raise RowFailure("missing_model", f"model {model}{'@' + revision if revision else ''} is not in the "
+                         "local Hugging Face cache and compute nodes are offline; run `oellm schedule-eval "
+                         f"... --download_only` on a login node first ({type(e).__name__})") from None
+    return Path(snapshot).name  # snapshots/<commit>: the revision actually evaluated
+
+
+def _is_path(model: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else, or an existing folder, is a local path."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or Path(model).exists()
+
+
+def _cache_env_info() -> None:
+    """lm-eval collects `pretty_env_info` (pip list, nvidia-smi, ...: ~0.9 s) on every simple_evaluate
+    call; it cannot change within a process, so collect it once and reuse it for every row."""
+    import lm_eval.evaluator as ev
+
+    original = ev.add_env_info
+    if getattr(original, "oellm_cached", False):
+        return
+    memo: dict[str, Any] = {}
+
+    def add_env_info(storage: dict[str, Any]) -> None:
+        if not memo:
+            original(memo)
+        storage.update(memo)
+
+    add_env_info.oellm_cached = True  # type: ignore[attr-defined]
+    ev.add_env_info = add_env_info
+
+
+def _is_oom(e: BaseException) -> bool:
+    return type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _limit(limit: float | None) -> int | float | None:
+    """jobs.csv stores limits as floats; lm-eval reads a float < 1 as a fraction, anything else as a count."""
+    return int(limit) if limit is not None and limit >= 1 and float(limit).is_integer() else limit
+
+
+def _previous_attempt(run: RunDir, row: EvalRow) -> int:
+    try:
+        return int(read_json(run.state_path(row.row_id)).get("attempt", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,82 @@
+"""The command line as a user types it: help, flags, one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from oellm import cli
+
+pytestmark = pytest.mark.fast
+HEAVY = ("torch", "transformers", "lm_eval", "datasets", "matplotlib", "pandas")
+
+
+def oellm(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "oellm", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=120)
+
+
+def test_help_lists_commands_and_reads_well():
+    out = oellm("--help").stdout
+    assert "schedule-eval" in out and "worker" in out
+    sub = oellm("schedule-eval", "--help").stdout
+    for flag in ("--models", "--tasks", "--n_shot", "--eval_csv_path", "--lm_eval_include_path", "--download_only",
+                 "--dry_run", "--cluster", "--clusters_file", "--output_dir", "--limit", "--force"):
+        assert flag in sub, flag
+    assert "revision=step1000" in sub  # docstrings are the help
+
+
+def test_help_imports_no_heavy_module():
+    code = f"import sys; from oellm import cli; cli._parser(); print([m for m in {HEAVY!r} if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], False), (["--dry_run"], True), (["--dry_run", "true"], True), (["--dry_run", "false"], False),
+    (["--dry_run=no"], False), (["--no_dry_run"], False), (["--dry_run", "--force"], True),
+])
+def test_boolean_flags_bare_and_with_value(args, expected):
+    cfg = cli._parser().parse_args(["schedule-eval", "--models", "m", *args])
+    assert cfg["schedule-eval"].dry_run is expected
+
+
+def test_config_file(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("models: [org/a, org/b]\ntasks: hellaswag\nn_shot: [0, 5]\ndry_run: true\n")
+    cfg = cli._parser().parse_args(["schedule-eval", "--config", str(cfg_file)])["schedule-eval"]
+    assert (cfg.models, cfg.tasks, cfg.n_shot, cfg.dry_run) == (["org/a", "org/b"], "hellaswag", [0, 5], True)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--cluster", "nope", "--models", "org/a", "--tasks", "t"], "unknown cluster 'nope'"),
+    (["--cluster", "local", "--models", "/does/not/exist", "--tasks", "t"], "model path /does/not/exist does not exist"),
+    (["--cluster", "local", "--models", "org/a;touch /tmp/pwned", "--tasks", "t"], "neither an existing local directory"),
+    (["--cluster", "local", "--models", "org/a", "--tasks", "t", "--n_shot", "-1"], "not a non-negative integer"),
+    (["--cluster", "local"], "nothing to evaluate"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, words):
+    r = oellm("schedule-eval", "--output_dir", str(tmp_path / "runs"), *args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and words in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_dry_run_writes_a_readable_run_dir(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "t.yaml").write_text("task: my_task\ndataset_path: json\ndataset_kwargs: {data_files: x.jsonl}\n"
+                                  "output_type: loglikelihood\ntest_split: train\ndoc_to_text: q\ndoc_to_target: a\n")
+    r = oellm("schedule-eval", "--cluster", "local", "--models", str(model), "--tasks", "my_task", "--n_shot", "0,5",
+              "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / "runs"), "--dry_run")
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["jobs.csv", "results", "run.json", "slurm_logs", "state",
+                                                     "submit_evals.sbatch"]
+    assert "rows:      2 = 1 model(s) x 1 task(s) x shots 0,5" in r.stdout
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["include_paths"] == [str(tasks)] and manifest["n_rows"] == 2
+    assert str(model) not in (run / "submit_evals.sbatch").read_text()

@@ -1,0 +1,102 @@
+"""clusters.json: validation naming the bad field, user overrides, detection by hostname."""
+
+import json
+
+import pytest
+
+from oellm import arrays
+from oellm.clusters import detect_cluster, load_clusters, require_resolved
+from oellm.errors import OellmError
+from oellm.rundir import EvalRow
+
+pytestmark = pytest.mark.fast
+
+
+def user_file(tmp_path, data):
+    p = tmp_path / "my-clusters.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+def test_shipped_clusters_load():
+    c = load_clusters()
+    assert {"leonardo", "lumi", "jureca", "local"} <= set(c)
+    assert c["lumi"].container.gpu_flag == "--rocm" and c["leonardo"].container.gpu_flag == "--nv"
+
+
+@pytest.mark.parametrize("host, name", [("login01.leonardo.local", "leonardo"), ("uan03", "lumi"),
+                                        ("jrlogin05.jureca", "jureca")])
+def test_detect_by_hostname(host, name):
+    assert detect_cluster(load_clusters(), hostname=host).name == name
+
+
+def test_unknown_host(monkeypatch):
+    monkeypatch.delenv("OELLM_CLUSTER", raising=False)
+    with pytest.raises(OellmError, match=r"matches no known cluster \(jureca, leonardo, local, lumi\).*--cluster"):
+        detect_cluster(load_clusters(), hostname="mybox", slurm_available=True)
+    assert detect_cluster(load_clusters(), hostname="mybox", slurm_available=False).name == "local"
+
+
+def test_override_order(monkeypatch):
+    c = load_clusters()
+    monkeypatch.setenv("OELLM_CLUSTER", "lumi")
+    assert detect_cluster(c, hostname="login01.leonardo.local").name == "lumi"
+    assert detect_cluster(c, requested="jureca").name == "jureca"
+    with pytest.raises(OellmError, match="unknown cluster 'nope'; known clusters: jureca, leonardo, local, lumi"):
+        detect_cluster(c, requested="nope")
+
+
+def test_user_file_overrides_fields_and_adds_clusters(tmp_path, monkeypatch):
+    f = user_file(tmp_path, {"leonardo": {"account": "EUHPC_X"}, "mysite": {"hostname_pattern": "gpu-login*",
+                                                                           "partition": "gpu", "container": None}})
+    c = load_clusters(f)
+    assert c["leonardo"].account == "EUHPC_X" and c["leonardo"].partition == "boost_usr_prod"
+    assert detect_cluster(c, hostname="gpu-login2").name == "mysite"
+    monkeypatch.setenv("OELLM_CLUSTERS_FILE", str(f))
+    assert load_clusters()["leonardo"].account == "EUHPC_X"
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"partiton": "x"}, r"mysite: unknown field\(s\) partiton; valid fields: hostname_pattern, partition"),
+    ({"gpus_per_task": "2"}, r"mysite.gpus_per_task: expected int, got \"2\""),
+    ({"queue_limit": 0}, "mysite.queue_limit: must be >= 1"),
+    ({"max_time": "2 days"}, "mysite.max_time: '2 days' is not a SLURM time"),
+    ({"env": {"HF_HOME": "$(whoami)"}}, "mysite.env.HF_HOME: '\\$\\(whoami\\)' has characters a shell would interpret"),
+    ({"container": {"runtime": "docker"}}, "mysite.container.runtime: 'docker' is not supported"),
+    ({"container": {"imag": "x"}}, r"mysite.container: unknown field\(s\) imag"),
+])
+def test_bad_user_file_names_the_field(tmp_path, entry, words):
+    with pytest.raises(OellmError, match=words):
+        load_clusters(user_file(tmp_path, {"mysite": entry}))
+
+
+def test_broken_json_and_missing_file(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text("{nope")
+    with pytest.raises(OellmError, match="is not valid JSON"):
+        load_clusters(p)
+    with pytest.raises(OellmError, match="not found"):
+        load_clusters(tmp_path / "missing.json")
+
+
+def test_placeholders_refused_before_submission(tmp_path):
+    with pytest.raises(OellmError, match="leonardo: account is still the site placeholder '<your-account>'"):
+        require_resolved(load_clusters()["leonardo"])
+    ok = load_clusters(user_file(tmp_path, {"leonardo": {"account": "A", "container": None}}))["leonardo"]
+    require_resolved(ok)
+
+
+def test_packing_keeps_models_together_and_chunks_respect_limits(tmp_path):
+    cfg = load_clusters(user_file(tmp_path, {"t": {"max_array_size": 4, "queue_limit": 9, "max_running": 3,
+                                                     "minutes_per_eval": 10, "max_time": "01:00:00"}}))["t"]
+    assert arrays.default_evals_per_task(cfg) == 3
+    rows = [EvalRow(m, f"t{i}", 0) for m in ("a", "b") for i in range(7)]
+    packed = arrays.pack(rows, 3)
+    assert [r.task_index for r in packed] == [0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 4, 4, 5]
+    sub = arrays.plan_submission(range(6), cfg, slurm_max_array=None, queued_now=4)
+    assert [(c.offset, c.size, c.array) for c in sub.chunks] == [(0, 4, "0-3%3"), (4, 1, "0-0%1")]
+    assert sub.held_back == 1
+    sub = arrays.plan_submission(range(6), cfg, slurm_max_array=2, queued_now=0)
+    assert [c.array for c in sub.chunks] == ["0-1%2", "0-1%2", "0-1%2"]
+    assert arrays.plan_submission(range(6), cfg, None, queued_now=20).chunks == ()
+    assert arrays.time_limit(cfg, 3) == 50 and arrays.time_limit(cfg, 100) == 60

@@ -1,0 +1,54 @@
+"""Golden sbatch scripts, one per clusters.json entry: the whole text must match."""
+
+import difflib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from oellm.clusters import load_clusters
+from oellm.render import render_sbatch
+
+pytestmark = pytest.mark.fast
+GOLDEN = Path(__file__).parent / "golden"
+CLUSTERS = load_clusters()
+
+
+def render(name: str) -> str:
+    return render_sbatch(CLUSTERS[name], run_dir="/shared/runs/2026-01-02-03-04-05", job_name="oellm-2026-01-02-03-04-05",
+                         time_minutes=125, python="/opt/venv/bin/python", extra_binds=("/shared/runs",))
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_golden_sbatch(name):
+    text, path = render(name), GOLDEN / f"{name}.sbatch"
+    if os.environ.get("OELLM_UPDATE_GOLDEN") == "1":  # regenerate only on request, never because one is missing
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}; create it with OELLM_UPDATE_GOLDEN=1 and review it"
+    expected = path.read_text()
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), str(path), "rendered"))
+    assert text == expected, "rendered sbatch differs from golden file:\n" + diff
+
+
+def test_every_cluster_has_a_golden_file():
+    assert sorted(p.stem for p in GOLDEN.glob("*.sbatch")) == sorted(CLUSTERS)
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_rendered_script_is_valid_bash(name):
+    subprocess.run(["bash", "-n"], input=render(name), text=True, check=True)
+
+
+def test_container_flags_per_vendor():
+    assert "singularity exec --rocm" in render("lumi")
+    assert "singularity exec --nv" in render("leonardo")
+    assert "apptainer exec --nv" in render("jureca")
+    assert "exec" not in render("local").split("OFFSET=")[1]
+
+
+def test_awkward_run_dir_is_quoted():
+    cfg = CLUSTERS["local"]
+    text = render_sbatch(cfg, run_dir="/tmp/a b;rm -rf x", job_name="j", time_minutes=10, python="/p y/python")
+    line = text.strip().splitlines()[-1]
+    assert line.startswith("'/p y/python' -m oellm worker --run_dir '/tmp/a b;rm -rf x' ")

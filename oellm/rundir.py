@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,10 @@ def existing_results(output_root: Path) -> set[str]:
     for run in runs:
         done.update(p.stem for p in _scan_json(Path(run) / "results"))
     return done
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def new_run_stamp(output_root: Path, now: datetime | None = None) -> str:

@@ -169,8 +169,12 @@ def _run_local(run: RunDir, req: Request, cluster: ClusterConfig, rows: list[Eva
     envs = slot_envs(req.workers or cluster.local_workers, visible_gpus(), env)
     log(f"running {n_tasks} task(s) on this machine with {len(envs)} worker(s)")
     res = run_tasks(run, range(n_tasks), envs, n_rows=len(rows), log=log)
+    from oellm.results import score_table
+
     done = len(run.done_ids())
     log(f"finished: {done} of {len(rows)} row(s) done; results in {run.results}")
+    if done:
+        log(score_table(run, rows))
     if res.interrupted:
         raise OellmError(f"interrupted: {done} of {len(rows)} row(s) done in {run.path}; "
                          "run the same command again to evaluate the rest")
@@ -210,8 +214,8 @@ def summary(run: RunDir, cluster: ClusterConfig, rows: list[EvalRow], per_task: 
         f"cluster:   {cluster.name} ({'local executor' if cluster.name == LOCAL else 'SLURM'})",
         f"rows:      {len(rows)} = {models} model(s) x {tasks} task(s) x shots {','.join(map(str, shots))}"
         + (f" ({skipped} already done, skipped)" if skipped else ""),
-        f"packing:   up to {per_task} row(s) of one model per array task -> {n_tasks} array task(s), "
-        f"time limit {format_minutes(minutes)} each",
+        f"packing:   up to {per_task} row(s) of one model per array task -> {n_tasks} array task(s)"
+        + ("" if cluster.name == LOCAL else f", time limit {format_minutes(minutes)} each"),
     ]
     if cluster.name != LOCAL:
         arrays_txt = ", ".join(f"--array={c.array} (offset {c.offset})" for c in sub.chunks[:3])

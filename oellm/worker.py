@@ -7,7 +7,6 @@ a rename, and exits non-zero when a row failed. A row that has a result file is 
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -19,12 +18,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from oellm.errors import OellmError
-from oellm.rundir import EvalRow, RunDir, atomic_open, read_jobs, read_json
+from oellm.models import RowFailure
+from oellm.rundir import EvalRow, RunDir, atomic_open, read_jobs, read_json, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,6 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
-
-
-class RowFailure(Exception):
-    """A failure we can name; `kind` goes into the state record's error_kind."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) -> int:
@@ -165,12 +156,9 @@ class _Context:
     tail: _LogTail = field(default_factory=_LogTail)
 
 
-_LOADS = 0  # models loaded by this process: provenance shows each array task loads a model once
-
-
 def _evaluate_rows(ctx: _Context, rows: list[EvalRow]) -> Iterator[bool]:
     """Rows grouped by model, in jobs.csv order; one TaskManager, one load per model."""
-    from oellm import tasks
+    from oellm import models, tasks
 
     include = list(ctx.manifest.get("include_paths") or [])
     task_manager = _Once(lambda: tasks.task_manager_for(sorted({r.task for r in rows}), include))
@@ -178,11 +166,11 @@ def _evaluate_rows(ctx: _Context, rows: list[EvalRow]) -> Iterator[bool]:
     for r in rows:
         by_model.setdefault((r.model, r.model_args), []).append(r)
     for (model, model_args), group in by_model.items():
-        loaded = _Once(lambda m=model, a=model_args: _load_model(m, a, ctx.manifest))
+        loaded = _Once(lambda m=model, a=model_args: models.load_model(m, a, ctx.manifest))
         for row in group:
             yield _evaluate_row(ctx, row, loaded, task_manager)
         del loaded
-        _free_memory()
+        models.free_memory()
 
 
 def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Once) -> bool:
@@ -192,11 +180,11 @@ def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Onc
     from oellm import tasks
 
     ctx.tail.lines.clear()
-    t0, started = time.perf_counter(), _now()
+    t0, started = time.perf_counter(), utc_now()
     attempt = _previous_attempt(ctx.run, row) + 1
 
     def record(state: str, kind: str | None = None, error: str = "", **extra: Any) -> None:
-        ended = None if state == "running" else _now()
+        ended = None if state == "running" else utc_now()
         ctx.run.write_state(row.row_id, {
             "state": state, "error_kind": kind, "error": error, "log_tail": list(ctx.tail.lines),
             "host": ctx.env.host, "started": started, "ended": ended,
@@ -229,7 +217,9 @@ def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Onc
         log.error("row %s failed (%s): %s", row.row_id, kind, e)
         record("failed", kind, f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-8000:])
         if kind == "oom":
-            _free_memory()
+            from oellm import models
+
+            models.free_memory()
         return False
 
 
@@ -257,7 +247,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
             "oellm_version": oellm.__version__, "host": ctx.env.host, "device": info["device"],
             "gpu": info["gpu"], "slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
             "slurm_array_task_id": ctx.env.array_task_id, "array_task_id": ctx.index,
-            "started": started, "ended": _now(), "wall_s": round(wall_s, 3), "lm_eval_s": round(lm_eval_s, 3),
+            "started": started, "ended": utc_now(), "wall_s": round(wall_s, 3), "lm_eval_s": round(lm_eval_s, 3),
             "lm_eval_reported_s": out.get("total_evaluation_time_seconds"),
             "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process")}}
 
@@ -275,83 +265,8 @@ def _write_result(run: RunDir, row: EvalRow, out: dict[str, Any], samples: dict[
         json.dump(out, fh, indent=1, default=default, ensure_ascii=False)
 
 
-def _load_model(model: str, model_args: str, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Check the model is on disk (never wait for a network compute nodes lack), then load it once."""
-    import torch
-    from lm_eval.api.registry import get_model
-    from lm_eval.utils import simple_parse_args_string
-
-    global _LOADS
-    revision = (manifest.get("model_revisions") or {}).get(model)
-    if "revision" in simple_parse_args_string(model_args):
-        revision = None  # the row pins its own revision
-    resolved = _local_model(model, revision)
-    args = ",".join(a for a in (f"pretrained={model}", model_args, revision and f"revision={revision}") if a)
-    cuda = torch.cuda.is_available()
-    info = {"args": args, "metadata": simple_parse_args_string(args), "revision": resolved,
-            "device": "cuda" if cuda else "cpu", "gpu": torch.cuda.get_device_name(0) if cuda else None,
-            "batch_size": manifest.get("batch_size", "auto"), "pid": os.getpid(), "started": _now()}
-    t0 = time.perf_counter()
-    log.info("loading %s on %s", args, info["device"])
-    _cache_env_info()
-    lm = get_model("hf").create_from_arg_string(args, {"batch_size": info["batch_size"], "device": info["device"]})
-    _LOADS += 1
-    info.update(seconds=round(time.perf_counter() - t0, 3), loads_in_process=_LOADS)
-    return lm, info
-
-
-def _local_model(model: str, revision: str | None) -> str | None:
-    """Fail fast when the model is not on disk; return the cached commit of a hub model."""
-    if _is_path(model):
-        if not Path(model).expanduser().is_dir():
-            raise RowFailure("missing_model", f"model directory {model} not found; fetch or convert it first "
-                             "with `oellm schedule-eval ... --download_only` on a login node")
-        return revision
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot = snapshot_download(model, revision=revision, local_files_only=True)
-    except (OSError, ValueError) as e:  # LocalEntryNotFoundError is an OSError
-        raise RowFailure("missing_model", f"model {model}{'@' + revision if revision else ''} is not in the "
-                         "local Hugging Face cache and compute nodes are offline; run `oellm schedule-eval "
-                         f"... --download_only` on a login node first ({type(e).__name__})") from None
-    return Path(snapshot).name  # snapshots/<commit>: the revision actually evaluated
-
-
-def _is_path(model: str) -> bool:
-    """A hub id is `name` or `org/name`; anything else, or an existing folder, is a local path."""
-    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or Path(model).exists()
-
-
-def _cache_env_info() -> None:
-    """lm-eval collects `pretty_env_info` (pip list, nvidia-smi, ...: ~0.9 s) on every simple_evaluate
-    call; it cannot change within a process, so collect it once and reuse it for every row."""
-    import lm_eval.evaluator as ev
-
-    original = ev.add_env_info
-    if getattr(original, "oellm_cached", False):
-        return
-    memo: dict[str, Any] = {}
-
-    def add_env_info(storage: dict[str, Any]) -> None:
-        if not memo:
-            original(memo)
-        storage.update(memo)
-
-    add_env_info.oellm_cached = True  # type: ignore[attr-defined]
-    ev.add_env_info = add_env_info
-
-
 def _is_oom(e: BaseException) -> bool:
     return type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _limit(limit: float | None) -> int | float | None:
@@ -364,7 +279,3 @@ def _previous_attempt(run: RunDir, row: EvalRow) -> int:
         return int(read_json(run.state_path(row.row_id)).get("attempt", 0))
     except (OSError, ValueError, AttributeError):
         return 0
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -42,7 +42,7 @@ def the_run(root: Path) -> Path:
 def metrics(run: Path) -> dict[str, dict]:
     out = {}
     for p in (run / "results").glob("*.json"):
-        res = json.loads(p.read_text())["lm_eval"]["results"]
+        res = json.loads(p.read_text())["results"]
         out[p.stem] = {task: {k: v for k, v in m.items() if k != "alias"} for task, m in res.items()}
     return out
 
@@ -91,7 +91,7 @@ def test_checkpoints_chunked_over_max_array_size_logs_in_run_dir(slurm_cluster, 
     assert len(states) == n and set(states.values()) == {"COMPLETED"}, states
     logs = {p.name for p in (run / "slurm_logs").iterdir()}
     assert {f"{s['job_id']}_{i}.out" for s in subs for i in range(s["size"])} <= logs
-    steps = sorted(json.loads(p.read_text())["row"]["step"] for p in (run / "results").glob("*.json"))
+    steps = sorted(json.loads(p.read_text())["oellm"]["row"]["step"] for p in (run / "results").glob("*.json"))
     assert steps == [step * 100 for step in range(1, n + 1)]
 
 

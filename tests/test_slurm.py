@@ -188,7 +188,7 @@ def test_run_failure_carries_command_exit_code_and_output() -> None:
     err = e.value
     assert (err.argv, err.returncode, err.stdout) == (argv, 1, "out\n")
     assert "boom" in err.stderr
-    assert str(err) == f"`{' '.join(argv)}` exited with code 1: boom"
+    assert str(err) == f"`{shlex.join(argv)}` exited with code 1: boom"
 
 
 @fast

@@ -80,3 +80,20 @@ def test_dry_run_writes_a_readable_run_dir(tmp_path):
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["include_paths"] == [str(tasks)] and manifest["n_rows"] == 2
     assert str(model) not in (run / "submit_evals.sbatch").read_text()
+
+
+def test_rows_done_in_any_run_are_skipped_unless_forced(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    args = ["schedule-eval", "--cluster", "local", "--models", str(model), "--tasks", "hellaswag,arc_easy",
+            "--n_shot", "0", "--output_dir", str(tmp_path / "runs"), "--dry_run"]
+    assert oellm(*args).returncode == 0
+    (first,) = (tmp_path / "runs").iterdir()
+    row_id = (first / "jobs.csv").read_text().splitlines()[1].split(",")[0]
+    (first / "results" / f"{row_id}.json").write_text("{}")  # as if that row had finished
+    again = oellm(*args)
+    assert again.returncode == 0 and "skipping 1 of 2 row(s) with results already under" in again.stdout
+    assert "rows:      1 = 1 model(s) x 1 task(s)" in again.stdout
+    forced = oellm(*args, "--force")
+    assert "rows:      2 = 1 model(s) x 2 task(s)" in forced.stdout and "skipping" not in forced.stdout

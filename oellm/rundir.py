@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -231,15 +231,3 @@ def creating(output_root: Path, name: str) -> Iterator[tuple[RunDir, Path]]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def row_fields() -> list[str]:
-    return [f.name for f in fields(EvalRow)]
-
-
-def row_to_dict(row: EvalRow) -> dict[str, Any]:
-    return {"row_id": row.row_id, **asdict(row)}
-
-
-__all__ = ["EvalRow", "RunDir", "atomic_open", "creating", "existing_results", "new_run_stamp",
-           "read_jobs", "read_json", "replace", "row_to_dict", "write_jobs", "write_json"]

@@ -138,6 +138,11 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     log(summary(run, cluster, rows, per_task, n_tasks, minutes, sub, skipped))
     if req.dry_run:
         log(f"dry run: nothing {'run' if local else 'submitted'}; the sbatch script is {run.script}")
+        if not local:
+            try:
+                require_resolved(cluster)
+            except OellmError as e:
+                log(f"note: a real submission would stop here: {e}")
         return final
     if local:
         return _run_local(run, req, cluster, rows, n_tasks, log)
@@ -222,6 +227,7 @@ def summary(run: RunDir, cluster: ClusterConfig, rows: list[EvalRow], per_task: 
         more = f", ... {len(sub.chunks) - 3} more" if len(sub.chunks) > 3 else ""
         lines.append(f"arrays:    {len(sub.chunks)} sbatch call(s): {arrays_txt}{more}"
                      + (f"; {sub.held_back} task(s) held back by the queue limit" if sub.held_back else ""))
-    lines.append(f"estimate:  {gpu_h:.1f} {'GPU' if cluster.gpus_per_task else 'CPU'}-hours "
-                 f"at {cluster.minutes_per_eval} min per evaluation")
+    amount = f"{gpu_h:.1f} {'GPU' if cluster.gpus_per_task else 'CPU'}-hours" if gpu_h >= 1 else \
+        f"{gpu_h * 60:.0f} {'GPU' if cluster.gpus_per_task else 'CPU'}-minutes"
+    lines.append(f"estimate:  {amount} at {cluster.minutes_per_eval} min per evaluation")
     return "\n".join(lines)

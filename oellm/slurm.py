@@ -226,3 +226,32 @@ def cancel(job_ids: Sequence[str]) -> None:
         if not errors or not all(_GONE.search(line) for line in errors):
             raise
         log.debug("scancel: already finished: %s", "; ".join(errors))
+
+
+def queue_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """Active elements of these jobs from one squeue call: {"<job>_<index>": state}.
+
+    squeue sees the controller directly, so it fills the seconds in which sacct lags; finished
+    elements are absent. Jobs the controller has already forgotten are not an error.
+    """
+    if not job_ids:
+        return {}
+    argv = ["squeue", "--noheader", "--array", "--format=%i|%T", "-j", ",".join(job_ids)]
+    try:
+        text = run(argv, timeout=60, retries=2)
+    except SlurmError as e:
+        if "Invalid job id specified" in e.stderr:
+            return {}
+        raise
+    return parse_squeue_states(text)
+
+
+def parse_squeue_states(text: str) -> dict[str, str]:
+    """Read `squeue --noheader --format=%i|%T` rows into {job id: state}, expanding `123_[4-9%2]`."""
+    out: dict[str, str] = {}
+    for line in text.split():
+        job_id, sep, state = line.partition("|")
+        if not sep:
+            raise OellmError(f"unexpected squeue row {line!r}; expected `JobID|State`")
+        out.update(dict.fromkeys(expand_job_id(job_id), state))
+    return out

@@ -68,7 +68,10 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
     if index is None:
         raise OellmError("no array index: pass --index or run inside a SLURM array job (SLURM_ARRAY_TASK_ID)")
     rd = RunDir(Path(run_dir))
-    ctx = _Context(rd, rd.read_manifest(), env, index_offset + index)
+    manifest = rd.read_manifest()
+    task = index_offset + index
+    # `oellm resubmit` may override settings (a smaller batch size after an OOM) for some tasks
+    ctx = _Context(rd, {**manifest, **(manifest.get("task_overrides") or {}).get(str(task), {})}, env, task)
     rows = [r for r in read_jobs(rd.jobs) if r.task_index == ctx.index]
     todo = [r for r in rows if not rd.result_path(r.row_id).exists()]
     log.info("array task %d: %d row(s), %d already done", ctx.index, len(rows), len(rows) - len(todo))
@@ -189,7 +192,8 @@ def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Onc
             "state": state, "error_kind": kind, "error": error, "log_tail": list(ctx.tail.lines),
             "host": ctx.env.host, "started": started, "ended": ended,
             "wall_s": None if ended is None else round(time.perf_counter() - t0, 3),
-            "slurm_job_id": ctx.env.job_id, "array_task_id": ctx.index, "attempt": attempt, **extra})
+            "slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
+            "array_task_id": ctx.index, "attempt": attempt, **extra})
 
     try:
         record("running")

@@ -97,3 +97,14 @@ def test_rows_done_in_any_run_are_skipped_unless_forced(tmp_path):
     assert "rows:      1 = 1 model(s) x 1 task(s)" in again.stdout
     forced = oellm(*args, "--force")
     assert "rows:      2 = 1 model(s) x 2 task(s)" in forced.stdout and "skipping" not in forced.stdout
+
+
+def test_dry_run_on_a_site_warns_about_placeholders(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    r = oellm("schedule-eval", "--cluster", "leonardo", "--models", str(model), "--tasks", "hellaswag",
+              "--output_dir", str(tmp_path / "runs"), "--dry_run")
+    assert r.returncode == 0, r.stderr
+    assert "arrays:    1 sbatch call(s): --array=0-0%1 (offset 0)" in r.stdout
+    assert "a real submission would stop here: cluster leonardo: account is still the site placeholder" in r.stdout

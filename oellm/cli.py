@@ -55,7 +55,7 @@ def schedule_eval(
         log_samples: Keep lm-eval's per-sample outputs next to each result.
         force: Re-run evaluations that already have results under the output dir.
         dry_run: Write the run dir and print the plan, but submit or run nothing.
-        download_only: Only pre-cache models (and later datasets) for the offline compute nodes.
+        download_only: Only pre-cache models and task datasets for the offline compute nodes (no run dir).
     """
     from oellm.schedule import Request, schedule
 
@@ -78,7 +78,17 @@ def worker(run_dir: Path, index: int | None = None, index_offset: int = 0) -> No
         sys.exit(1)
 
 
-COMMANDS = {"schedule-eval": schedule_eval, "worker": worker}
+def _commands() -> dict:
+    """Subcommand name -> typed function; modules define them with light imports only."""
+    from oellm.cache import check_cache_cmd
+    from oellm.collect import collect_results
+    from oellm.lifecycle import cancel, resubmit, status
+
+    return {"schedule-eval": schedule_eval, "check-cache": check_cache_cmd, "status": status, "resubmit": resubmit,
+            "cancel": cancel, "collect-results": collect_results, "worker": worker}
+
+
+COMMANDS = _commands()
 
 
 def _parser():
@@ -108,11 +118,32 @@ def _arg_docs(fn) -> dict[str, str]:
     return {p.arg_name: p.description or "" for p in parse(inspect.getdoc(fn) or "").params}
 
 
+# Run dirs may also be given bare, as users type them: `oellm status RUN`, `oellm collect-results A B`.
+POSITIONAL = {"status": "run_dir", "resubmit": "run_dir", "cancel": "run_dir", "collect-results": "run_dirs"}
+
+
+def _positional(argv: list[str]) -> list[str]:
+    """Turn bare words right after these subcommands into their --run_dir(s) flag (jsonargparse cannot
+    make an optional parameter positional)."""
+    if not argv or argv[0] not in POSITIONAL:
+        return argv
+    words = []
+    for a in argv[1:]:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    if not words:
+        return argv
+    flag = POSITIONAL[argv[0]]
+    return [argv[0], f"--{flag}", ",".join(words) if flag == "run_dirs" else words[0], *argv[1 + len(words):]] \
+        if flag == "run_dirs" or len(words) == 1 else argv
+
+
 def main(argv: list[str] | None = None) -> None:
     from oellm.errors import OellmError
 
     parser = _parser()
-    cfg = parser.parse_args(argv)
+    cfg = parser.parse_args(_positional(list(sys.argv[1:] if argv is None else argv)))
     name = cfg.command
     kwargs = {k: v for k, v in cfg[name].as_dict().items() if k != "config" and not k.startswith("__")}
     try:

@@ -109,7 +109,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     if req.download_only:
         from oellm.cache import precache
 
-        precache(rows, cluster, log=log)
+        precache(rows, cluster, includes, log=log)
         return None
     if not rows:
         log(f"nothing to do: all {total} row(s) already have results under {root}")
@@ -128,12 +128,14 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
         require_resolved(cluster)
         slurm_max, queued = slurm.max_array_size(), slurm.queued_jobs()
     sub = arrays.plan_submission(range(n_tasks), cluster, slurm_max, queued)
+    revisions = {} if req.dry_run else ensure_cached(rows, cluster, includes, log)
 
     with creating(root, new_run_stamp(root)) as (tmp, final):
         write_jobs(tmp.jobs, rows)
         tmp.script.write_text(render_sbatch(cluster, run_dir=str(final), job_name=f"oellm-{final.name}",
                                             time_minutes=minutes, python=sys.executable, extra_binds=(str(root),)))
-        write_json(tmp.manifest, manifest(req, cluster, includes, rows, per_task, n_tasks, minutes, sub))
+        write_json(tmp.manifest, {**manifest(req, cluster, includes, rows, per_task, n_tasks, minutes, sub),
+                                  "model_revisions": revisions})
     run = RunDir(final)
     log(summary(run, cluster, rows, per_task, n_tasks, minutes, sub, skipped))
     if req.dry_run:
@@ -147,6 +149,20 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     if local:
         return _run_local(run, req, cluster, rows, n_tasks, log)
     return _submit(run, sub, log)
+
+
+def ensure_cached(rows: list[EvalRow], cluster: ClusterConfig, includes: Sequence[str],
+                  log: Callable[[str], None]) -> dict[str, str]:
+    """Pre-cache, then prove offline that a worker finds everything: compute nodes cannot fetch what is
+    missing, so a gap found here costs seconds instead of a queue wait and a failed array."""
+    from oellm.cache import check_cache, precache
+
+    revisions = precache(rows, cluster, includes, log=log)
+    missing = check_cache(rows, cluster, includes, revisions)
+    if missing:
+        raise OellmError(f"nothing submitted: {len(missing)} item(s) would be missing on the offline compute "
+                         "nodes: " + "; ".join(missing))
+    return revisions
 
 
 def _submit(run: RunDir, sub: arrays.SubmitPlan, log: Callable[[str], None]) -> Path:

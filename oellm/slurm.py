@@ -172,7 +172,7 @@ def expand_job_id(job_id: str) -> list[str]:
     return ids
 
 
-def query_states(job_ids: Sequence[str], start: str | datetime) -> dict[str, str]:
+def query_states(job_ids: Sequence[str], start: str | datetime, retries: int = 2) -> dict[str, str]:
     """States of these jobs' array elements, from one sacct call: {"<job>_<index>": state}.
 
     sacct, not squeue: squeue forgets finished jobs after MinJobAge. `start` bounds the search (a
@@ -187,7 +187,7 @@ def query_states(job_ids: Sequence[str], start: str | datetime) -> dict[str, str
         start = (start.astimezone() if start.tzinfo else start).strftime("%Y-%m-%dT%H:%M:%S")
     argv = ["sacct", "-X", "--parsable2", "--noheader", "--format=JobID,State",
             "--starttime", start, "-j", ",".join(job_ids)]
-    return parse_sacct(run(argv, timeout=60, retries=2))
+    return parse_sacct(run(argv, timeout=60, retries=retries))
 
 
 def parse_sacct(text: str) -> dict[str, str]:
@@ -228,7 +228,7 @@ def cancel(job_ids: Sequence[str]) -> None:
         log.debug("scancel: already finished: %s", "; ".join(errors))
 
 
-def queue_states(job_ids: Sequence[str]) -> dict[str, str]:
+def queue_states(job_ids: Sequence[str], retries: int = 2) -> dict[str, str]:
     """Active elements of these jobs from one squeue call: {"<job>_<index>": state}.
 
     squeue sees the controller directly, so it fills the seconds in which sacct lags; finished
@@ -238,7 +238,7 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, str]:
         return {}
     argv = ["squeue", "--noheader", "--array", "--format=%i|%T", "-j", ",".join(job_ids)]
     try:
-        text = run(argv, timeout=60, retries=2)
+        text = run(argv, timeout=60, retries=retries)
     except SlurmError as e:
         if "Invalid job id specified" in e.stderr:
             return {}

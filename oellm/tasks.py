@@ -226,4 +226,38 @@ def _same_entry(entry: Any, want: dict[str, Any]) -> bool:
     return str(entry.yaml_path) == want["yaml_path"]
 
 
-__all__ = ["cache_dir", "task_index", "task_manager_for", "validate_tasks", "with_metadata"]
+def task_datasets(names: list[str], include_paths: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Every leaf task reachable from `names` (through groups and tags) -> the dataset lm-eval will load:
+    {"dataset_path", "dataset_name", "dataset_kwargs"}, or None for a Python task whose YAML names none.
+
+    Read from the task YAMLs (with their `include:`s) without building the tasks, which would load
+    every dataset; the pre-cache needs the names first, to fetch each dataset once."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index, seen, _ = _resolve(names, include_paths)
+    out: dict[str, dict[str, Any] | None] = {}
+    for name in sorted(n for n in seen if index[n]["type"] == "task"):
+        path = index[name]["yaml_path"]
+        if not path:
+            out[name] = None
+            continue
+        cfg = load_yaml(path, resolve_func=False)
+        for entry in cfg.get("task_list") or []:  # one YAML defining several tasks
+            if isinstance(entry, dict) and entry.get("task") == name:
+                cfg = {**cfg, **entry}
+        out[name] = _dataset_of(cfg)
+    for name in names:  # a task given as a YAML file
+        if name not in index and _is_yaml_file(name):
+            out[name] = _dataset_of(load_yaml(name, resolve_func=False))
+    return out
+
+
+def _dataset_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """A task config's dataset; None when it has none or builds its own (`custom_dataset`)."""
+    if not cfg.get("dataset_path") or cfg.get("custom_dataset"):
+        return None
+    return {"dataset_path": cfg["dataset_path"], "dataset_name": cfg.get("dataset_name"),
+            "dataset_kwargs": cfg.get("dataset_kwargs") or {}}
+
+
+__all__ = ["cache_dir", "task_datasets", "task_index", "task_manager_for", "validate_tasks", "with_metadata"]

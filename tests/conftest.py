@@ -1,6 +1,7 @@
 """Shared test set-up. Fixtures live in plugin modules, one per real part:
 
 - tests/fixtures_models.py: a tiny causal LM + tokenizer and tiny lm-eval tasks, built on the spot.
+- tests/fixtures_hub.py:    a local server speaking the Hugging Face Hub HTTP API (HF_ENDPOINT) for pre-cache tests.
 - tests/fixtures_slurm.py:  the real local SLURM cluster (tests/slurm/local-cluster.sh) and the
                             container shim (tests/shim/singularity) on PATH.
 """
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_slurm"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_slurm", "tests.fixtures_hub"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

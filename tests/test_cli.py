@@ -108,3 +108,25 @@ def test_dry_run_on_a_site_warns_about_placeholders(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "arrays:    1 sbatch call(s): --array=0-0%1 (offset 0)" in r.stdout
     assert "a real submission would stop here: cluster leonardo: account is still the site placeholder" in r.stdout
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["status", "runs/x", "--json"], ["status", "--run_dir", "runs/x", "--json"]),
+    (["collect-results", "a", "b", "--check"], ["collect-results", "--run_dirs", "a,b", "--check"]),
+    (["resubmit", "--run_dir", "r"], ["resubmit", "--run_dir", "r"]),
+    (["schedule-eval", "--models", "m"], ["schedule-eval", "--models", "m"]),
+])
+def test_run_dirs_may_be_given_bare(argv, expected):
+    assert cli._positional(argv) == expected
+
+
+def test_status_of_a_planned_run_as_users_type_it(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert oellm("schedule-eval", "--cluster", "local", "--models", str(model), "--tasks", "hellaswag",
+                 "--n_shot", "0,5", "--output_dir", str(tmp_path / "runs"), "--dry_run").returncode == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    r = oellm("status", str(run), "--json")
+    assert r.returncode == 0, r.stderr
+    assert sum(json.loads(r.stdout)["counts"].values()) == 2

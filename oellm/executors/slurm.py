@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from oellm import slurm
 from oellm.arrays import SubmitPlan
 from oellm.errors import OellmError
-from oellm.rundir import RunDir
+from oellm.rundir import RunDir, utc_now
 
 
-def submit_chunks(run: RunDir, plan: SubmitPlan, log: Callable[[str], None] = print) -> list[dict]:
-    """Submit every chunk; a failure after some chunks went in keeps what was submitted on record."""
+def submit_chunks(run: RunDir, plan: SubmitPlan, log: Callable[[str], None] = print,
+                  options: Sequence[str] = ()) -> list[dict]:
+    """Submit every chunk; a failure after some chunks went in keeps what was submitted on record.
+
+    `options` are extra sbatch flags (resubmit's `--time=`), kept in each submission's record."""
     submitted: list[dict] = []
     try:
         for chunk in plan.chunks:
-            job_id = slurm.submit(run.script, array=chunk.array, args=[str(chunk.offset)])
-            submitted.append({"job_id": job_id, "offset": chunk.offset, "size": chunk.size, "array": chunk.array})
+            job_id = slurm.submit(run.script, array=chunk.array, args=[str(chunk.offset)], options=options)
+            submitted.append({"job_id": job_id, "offset": chunk.offset, "size": chunk.size, "array": chunk.array,
+                              "submitted": utc_now(), **({"options": list(options)} if options else {})})
             log(f"submitted array job {job_id}: tasks {chunk.offset}-{chunk.offset + chunk.size - 1} "
                 f"(--array={chunk.array})")
     except OellmError as e:

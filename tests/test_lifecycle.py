@@ -1,0 +1,338 @@
+"""status / resubmit / cancel: the pure join on literal sacct text, and the real CLI on the local cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oellm import slurm
+from oellm import status as st
+from oellm.lifecycle import list_runs, show
+from oellm.rundir import EvalRow, JobRef, RunDir, read_jobs
+from tests.fixtures_models import build_tiny_tasks, make_run_dir
+from tests.fixtures_slurm import queue_states, wait_for_jobs
+from tests.test_schedule_slurm import clusters_file
+
+# literal sacct/squeue output, slurm-wlm 22.05.8 on tests/slurm/local-cluster.sh (see tests/test_slurm.py)
+SACCT_RUNNING = "9_0|RUNNING\n9_1|RUNNING\n9_[2-9%2]|PENDING\n"
+SACCT_DONE = "46_0|COMPLETED\n46_1|FAILED\n46_2|COMPLETED\n"
+SACCT_LAGGING_DONE = "46|COMPLETED\n"
+SACCT_CANCELLED = "9_0|CANCELLED by 0\n9_1|CANCELLED by 0\n9_[2-9%2]|CANCELLED by 0\n"
+# `squeue --noheader --array --format=%i|%T -j 478` 2 s after `sbatch --array=0-4%2` (sleep 30); without --array
+SQUEUE_STATES = "478_2|PENDING\n478_3|PENDING\n478_4|PENDING\n478_1|RUNNING\n478_0|RUNNING\n"
+SQUEUE_FOLDED = "478_[2-4%2]|PENDING\n478_1|RUNNING\n478_0|RUNNING\n"
+
+
+def ref(i: int, task_index: int | None = None, model: str = "m", task: str = "t") -> JobRef:
+    return JobRef(f"row{i}", i if task_index is None else task_index, model, task, 0)
+
+
+def failed(kind: str = "exception", job: str | None = None, error: str = "ValueError: boom") -> dict:
+    return {"state": "failed", "error_kind": kind, "error": error, **({"slurm_array_job_id": job} if job else {})}
+
+
+def by_row(states: list[st.RowState]) -> dict[str, tuple[str, str]]:
+    return {s.row.row_id: (s.state, s.reason) for s in states}
+
+
+@pytest.mark.fast
+def test_join_result_first_then_record_then_sacct() -> None:
+    rows = [ref(0), ref(1), ref(2), ref(3)]
+    subs = [{"job_id": "46", "offset": 0, "size": 3}]
+    got = st.join(rows, {"row0"}, {"row1": failed(job="46")}, subs, slurm.parse_sacct(SACCT_DONE))
+    assert by_row(got) == {
+        "row0": ("done", ""),
+        "row1": ("failed", "exception: ValueError: boom"),
+        "row2": ("failed", "lost: array task ended COMPLETED without reaching this row"),
+        "row3": ("not submitted", "held back by the queue limit"),
+    }
+    assert [s.log for s in got] == ["slurm_logs/46_0.err", "slurm_logs/46_1.err", "slurm_logs/46_2.err", None]
+
+
+@pytest.mark.fast
+def test_join_running_array_and_a_row_that_already_failed_in_it() -> None:
+    rows = [ref(0), ref(10, task_index=0), ref(1), ref(5)]
+    subs = [{"job_id": "9", "offset": 0, "size": 10}]
+    records = {"row0": failed("oom", job="9", error="OutOfMemoryError: CUDA"), "row5": failed(job="8")}
+    got = by_row(st.join(rows, set(), records, subs, slurm.parse_sacct(SACCT_RUNNING)))
+    assert got == {"row0": ("oom", "oom: OutOfMemoryError: CUDA"), "row10": ("running", ""),
+                   "row1": ("running", ""), "row5": ("pending", "")}  # row5's record is from job 8: old
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("sacct_state", "record", "want", "infra"), [
+    ("TIMEOUT", {"state": "interrupted", "slurm_array_job_id": "9"}, "timeout", False),
+    ("OUT_OF_MEMORY", {"state": "running", "slurm_array_job_id": "9"}, "oom", False),
+    ("CANCELLED by 0", None, "cancelled", False),
+    ("NODE_FAIL", {"state": "running", "slurm_array_job_id": "9"}, "failed", True),
+    ("PREEMPTED", None, "failed", True),
+    ("FAILED", {"state": "running", "slurm_array_job_id": "9"}, "failed", False),
+    ("UNKNOWN", None, "unknown", False),
+])
+def test_join_final_slurm_states(sacct_state: str, record: dict | None, want: str, infra: bool) -> None:
+    states = slurm.parse_sacct(f"9_0|{sacct_state}\n")
+    (got,) = st.join([ref(0)], set(), {"row0": record} if record else {}, [{"job_id": "9", "offset": 0, "size": 1}],
+                     states)
+    assert (got.state, got.infra) == (want, infra), got
+    if sacct_state == "FAILED":
+        assert got.reason == "lost: array task ended FAILED while the row was running"
+
+
+@pytest.mark.fast
+def test_join_latest_submission_of_a_task_wins_and_offsets_map_to_log_names() -> None:
+    rows = [ref(0), ref(12), ref(13)]
+    subs = [{"job_id": "9", "offset": 0, "size": 10}, {"job_id": "20", "offset": 10, "size": 4},
+            {"job_id": "30", "offset": 13, "size": 1}]
+    states = {**slurm.parse_sacct(SACCT_CANCELLED), "20_2": "COMPLETED", "20_3": "FAILED", "30_0": "PENDING"}
+    got = st.join(rows, {"row12"}, {}, subs, states)
+    assert [(s.state, s.element) for s in got] == [("cancelled", "9_0"), ("done", "20_2"), ("pending", "30_0")]
+
+
+@pytest.mark.fast
+def test_lagging_accounting_is_unknown_and_asks_squeue() -> None:
+    rows = [ref(0), ref(1), ref(2)]
+    subs = [{"job_id": "46", "offset": 0, "size": 3}]
+    sacct = slurm.parse_sacct(SACCT_LAGGING_DONE)
+    assert st.needed_elements(rows, {"row0"}, subs) - sacct.keys() == {"46_1", "46_2"}
+    got = st.join(rows, {"row0"}, {"row1": failed(job="46")}, subs, sacct)
+    assert [s.state for s in got] == ["done", "failed", "unknown"]
+    assert st.resubmittable_tasks(got) == ([1], [])  # never the unknown one
+
+
+@pytest.mark.fast
+def test_parse_squeue_states() -> None:
+    want = {"478_0": "RUNNING", "478_1": "RUNNING", "478_2": "PENDING", "478_3": "PENDING", "478_4": "PENDING"}
+    assert slurm.parse_squeue_states(SQUEUE_STATES) == want
+    assert slurm.parse_squeue_states(SQUEUE_FOLDED) == want
+
+
+@pytest.mark.fast
+def test_without_slurm_states_come_from_records_only() -> None:
+    rows = [ref(0), ref(1), ref(2), ref(3)]
+    subs = [{"job_id": "9", "offset": 0, "size": 3}]
+    records = {"row0": {"state": "running"}, "row1": {"state": "interrupted"}}
+    assert [s.state for s in st.join(rows, set(), records, subs, None)] == ["running", "failed", "unknown", "pending"]
+
+
+@pytest.mark.fast
+def test_resubmittable_tasks_never_include_a_task_still_running() -> None:
+    rows = [ref(0, 0), ref(1, 0), ref(2, 1), ref(3, 2), ref(4, 3)]
+    subs = [{"job_id": "9", "offset": 0, "size": 3}]
+    got = st.join(rows, {"row3"}, {"row0": failed(job="9")}, subs, {"9_0": "RUNNING", "9_1": "TIMEOUT",
+                                                                     "9_2": "COMPLETED"})
+    assert [s.state for s in got] == ["failed", "running", "timeout", "done", "not submitted"]
+    assert st.resubmittable_tasks(got) == ([1, 3], [0])
+    infra = st.join([ref(0), ref(1), ref(2)], set(), {}, [{"job_id": "9", "offset": 0, "size": 3}],
+                    slurm.parse_sacct("9_0|NODE_FAIL\n9_1|PREEMPTED\n9_2|TIMEOUT\n"))
+    assert st.resubmittable_tasks(infra, infra_only=True) == ([0, 1], [])
+
+
+@pytest.mark.fast
+def test_status_of_a_local_run_text_json_and_by_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [EvalRow("m1", "a", 0, task_index=0), EvalRow("m1", "b", 0, task_index=0),
+            EvalRow("m2", "a", 0, task_index=1)]
+    run = make_run_dir(tmp_path, rows)
+    (run.result_path(rows[0].row_id)).write_text("{}")
+    run.write_state(rows[0].row_id, {"state": "done", "wall_s": 30.0})
+    run.write_state(rows[1].row_id, failed(error="ValueError: tiny_raises: deliberate failure"))
+    lines: list[str] = []
+    show(run.path, "model", False, False, out=lines.append)
+    text = lines[0]
+    assert "rows 3: pending 1, running 0, done 1, failed 1, timeout 0, oom 0, cancelled 0, not submitted 0" in text
+    assert "m1: done 1, failed 1" in text and "m2: pending 1" in text
+    assert "ValueError: tiny_raises: deliberate failure" in text and "time left: ~30 s" in text
+    lines.clear()
+    show(run.path, "task", True, False, out=lines.append)
+    doc = json.loads(lines[0])
+    assert doc["counts"]["failed"] == 1 and doc["breakdown"] == {"a": {"pending": 1, "done": 1}, "b": {"failed": 1}}
+    assert doc["slurm_calls"] == 0 and doc["problems"][0]["row_id"] == rows[1].row_id
+    list_runs(run.path.parent, out=lines.append)
+    assert lines[-1].startswith(f"  {run.path.name}  local/local  rows 3: done 1, failed 1, no record 1")
+
+
+@pytest.mark.fast
+def test_watch_refreshes_until_no_row_is_pending_or_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import oellm.lifecycle
+
+    rows = [EvalRow("m1", "a", 0, task_index=0), EvalRow("m1", "b", 0, task_index=0)]
+    run = make_run_dir(tmp_path, rows)
+    run.write_state(rows[0].row_id, {"state": "running"})
+    monkeypatch.setattr(oellm.lifecycle, "WATCH_INTERVAL_S", 0.01)
+    seen: list[str] = []
+
+    def out(text: str) -> None:  # the rows move on while the user watches
+        seen.append(text)
+        if len(seen) == 1:
+            run.result_path(rows[0].row_id).write_text("{}")
+            run.write_state(rows[1].row_id, {"state": "running"})
+        elif len(seen) == 3:
+            run.write_state(rows[1].row_id, failed())
+
+    v = show(run.path, None, False, True, out=out)
+    assert [s.state for s in v.states] == ["done", "failed"]
+    assert len(seen) == 5 and seen[1].startswith("--- ") and "running 1" in seen[0] and "done 1" in seen[2]
+    run.states.joinpath(f"{rows[1].row_id}.json").unlink()
+    once: list[str] = []
+    show(run.path, None, False, True, out=once.append)  # local: no record and nothing running: the run is over
+    assert len(once) == 1 and "pending 1" in once[0]
+
+
+@pytest.mark.fast
+def test_oom_rows_get_half_the_batch_size_and_an_explicit_one_wins() -> None:
+    from oellm.lifecycle import _overrides
+
+    states = [st.RowState(ref(0, 0), "oom"), st.RowState(ref(1, 1), "failed"), st.RowState(ref(2, 2), "oom")]
+    manifest = {"batch_size": 8, "task_overrides": {"2": {"batch_size": 2}}}
+    assert _overrides(states, {0, 1, 2}, manifest, None) == {"0": {"batch_size": 4}, "2": {"batch_size": 1}}
+    assert _overrides(states, {0, 1}, {"batch_size": "auto"}, None) == {}  # lm-eval's auto probes memory itself
+    assert _overrides(states, {1}, manifest, "3") == {"1": {"batch_size": 3}}
+
+
+@pytest.mark.fast
+def test_status_refuses_a_bad_by(tmp_path: Path) -> None:
+    from oellm.errors import OellmError
+
+    run = make_run_dir(tmp_path, [EvalRow("m", "a", 0)])
+    with pytest.raises(OellmError, match="--by: 'shot' is not valid; use model or task"):
+        show(run.path, "shot", False, False)
+
+
+# ---------------------------------------------------------------- the real CLI on the local cluster
+
+
+def oellm(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oellm", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def the_run(root: Path) -> RunDir:
+    (run,) = [p for p in root.iterdir() if not p.name.startswith(".")]
+    return RunDir(run)
+
+
+def status_json(run: RunDir) -> dict:
+    r = oellm("status", "--run_dir", str(run.path), "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout} s: {what}")
+        time.sleep(1)
+    return got
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_failures_show_their_reason_and_resubmit_redoes_exactly_the_missing_rows(slurm_cluster, tiny_model,
+                                                                                    tmp_path):
+    tasks = build_tiny_tasks(tmp_path / "tasks")  # our own copy: the test "fixes" tiny_raises later
+    bad = tmp_path / "bad_model"  # weights and tokenizer, but a config that transformers cannot read
+    bad.mkdir()
+    for f in tiny_model.iterdir():
+        if f.name != "config.json":
+            (bad / f.name).symlink_to(f)
+    (bad / "config.json").write_text("{}")
+    cfile = clusters_file(tmp_path, slurm_cluster.partition, container=None, max_running=4)
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--clusters_file", str(cfile), "--models",
+              f"{tiny_model},{bad}", "--tasks", "tiny_mc_a,tiny_raises,tiny_slow", "--limit", "4",
+              "--evals_per_task", "3", "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / "runs"),
+              env={"OELLM_TINY_SLOW_S": "600"}, timeout=180)
+    assert r.returncode == 0, r.stderr
+    run = the_run(tmp_path / "runs")
+    rows = {(row.model, row.task): row.row_id for row in read_jobs(run.jobs)}
+    slow = rows[(str(tiny_model), "tiny_slow")]
+    (job,) = [s["job_id"] for s in run.read_manifest()["submissions"]]
+    wait_until(lambda: (run.state_path(slow).exists() and json.loads(run.state_path(slow).read_text())["state"]
+                        == "running"), 150, "the tiny_slow row starts")
+    slurm.cancel([f"{job}_0"])  # stands in for a time limit: a -t 1 job needs 69-89 s to die
+    wait_for_jobs([job], timeout=90)
+
+    doc = wait_until(lambda: (d := status_json(run))["counts"].get("unknown", 0) == 0 and d, 30, "sacct settles")
+    assert doc["slurm"] == "ok" and doc["slurm_calls"] == 1
+    assert {k: v for k, v in doc["counts"].items() if v} == {"done": 1, "failed": 4, "cancelled": 1}, doc
+    problems = {(p["model"], p["task"]): p for p in doc["problems"]}
+    assert problems[(str(tiny_model), "tiny_raises")]["reason"] == \
+        "exception: ValueError: tiny_raises: deliberate failure"
+    assert problems[(str(tiny_model), "tiny_slow")]["reason"] == "SLURM CANCELLED"
+    assert all(problems[(str(bad), t)]["reason"].startswith("exception: ") for t in ("tiny_mc_a", "tiny_slow"))
+    assert problems[(str(bad), "tiny_mc_a")]["log"] == str(run.path / f"slurm_logs/{job}_1.err")
+    text = oellm("status", "--run_dir", str(run.path), "--by", "model").stdout
+    assert f"{bad}: failed 3" in text and "tiny_raises: deliberate failure" in text
+
+    done_before = {p.name: p.stat().st_mtime_ns for p in run.results.glob("*.json")}
+    (tasks / "utils.py").write_text((tasks / "utils.py").read_text().replace(
+        'raise ValueError("tiny_raises: deliberate failure")', "return dataset"))
+    (bad / "config.json").unlink()
+    (bad / "config.json").symlink_to(tiny_model / "config.json")
+    dry = oellm("resubmit", "--run_dir", str(run.path), "--dry_run")
+    assert dry.returncode == 0 and "resubmitting 2 of 2 array task(s)" in dry.stdout, dry.stdout + dry.stderr
+    assert len(run.read_manifest()["submissions"]) == 1
+    r = oellm("resubmit", "--run_dir", str(run.path), env={"OELLM_TINY_SLOW_S": "0"})
+    assert r.returncode == 0, r.stderr
+    subs = run.read_manifest()["submissions"]
+    assert [(s["offset"], s["size"]) for s in subs] == [(0, 2), (0, 2)] and subs[0]["job_id"] == job
+    again = oellm("resubmit", "--run_dir", str(run.path))  # still queued or running: never twice
+    assert again.returncode == 0 and "nothing to resubmit" in again.stdout and \
+        len(run.read_manifest()["submissions"]) == 2, again.stdout
+    wait_for_jobs([subs[1]["job_id"]], timeout=150)
+    doc = wait_until(lambda: (d := status_json(run))["counts"]["done"] == 6 and d, 30, "all rows done")
+    assert doc["problems"] == [] and sorted(p.stem for p in run.results.glob("*.json")) == sorted(rows.values())
+    assert {n: m for n, m in ((p.name, p.stat().st_mtime_ns) for p in run.results.glob("*.json"))
+            if n in done_before} == done_before  # the row done before was not redone
+
+
+@pytest.mark.slurm
+def test_cancel_empties_the_queue_of_every_chunk_and_status_says_so(slurm_cluster, tiny_model, tiny_tasks, tmp_path):
+    limit = slurm.queued_jobs() + 4  # 5 tasks: 4 submitted in 2 chunks (max_array_size 2), 1 held back
+    cfile = clusters_file(tmp_path, "debug", container=None, queue_limit=limit, max_array_size=2,
+                          sbatch_options={"begin": "now+1hour"})  # stays pending: costs no CPU
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--clusters_file", str(cfile), "--models", str(tiny_model),
+              "--tasks", "tiny_mc_a", "--n_shot", "0,1,2,3,4", "--evals_per_task", "1", "--lm_eval_include_path",
+              str(tiny_tasks), "--output_dir", str(tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr
+    run = the_run(tmp_path / "runs")
+    subs = run.read_manifest()["submissions"]
+    ids = [s["job_id"] for s in subs]
+    sent = sum(s["size"] for s in subs)  # 4, unless jobs of another session left the queue meanwhile
+    try:
+        assert len(ids) >= 2 and all(s["size"] <= 2 for s in subs)
+        doc = status_json(run)
+        assert (doc["counts"]["pending"], doc["counts"]["not submitted"]) == (sent, 5 - sent), doc
+        c = oellm("cancel", "--run_dir", str(run.path))
+        assert c.returncode == 0 and f"cancelled {len(ids)} array job(s) of {run.path}" in c.stdout, c.stdout + c.stderr
+        assert all(s not in slurm.ACTIVE_STATES for s in queue_states(ids).values())
+        assert run.read_manifest()["cancelled"]
+        doc = wait_until(lambda: (d := status_json(run))["counts"]["cancelled"] == sent and d, 30,
+                         "sacct: cancelled")
+        assert doc["counts"]["not submitted"] == 5 - sent and doc["cancelled"]
+        dry = oellm("resubmit", "--run_dir", str(run.path), "--dry_run", "true", "--time_limit", "00:20:00")
+        assert " of 5 array task(s) (cancelled " in dry.stdout and "--time=00:20:00" in dry.stdout, dry.stdout
+        assert "dry run: nothing submitted" in dry.stdout and len(run.read_manifest()["submissions"]) == len(ids)
+        assert oellm("cancel", "--run_dir", str(run.path)).returncode == 0  # again: already gone is fine
+    finally:
+        slurm.cancel(ids)
+
+
+@pytest.mark.slurm
+def test_status_without_accounting_says_so_in_one_line(slurm_cluster, slurm_down, tmp_path):
+    run = make_run_dir(tmp_path, [EvalRow("m", "a", 0)], executor="slurm", cluster="testslurm",
+                       created="2026-01-01T00:00:00", submissions=[{"job_id": "1", "offset": 0, "size": 1}])
+    run.write_state(EvalRow("m", "a", 0, task_index=0).row_id, failed())
+    r = oellm("status", "--run_dir", str(run.path))
+    assert r.returncode == 0, r.stderr
+    note = [line for line in r.stdout.splitlines() if "unavailable" in line]
+    assert len(note) == 1 and note[0].startswith("SLURM accounting unavailable (`sacct "), r.stdout
+    assert "failed 1" in r.stdout
+    r = oellm("resubmit", "--run_dir", str(run.path))
+    assert r.returncode == 2 and "cannot tell which tasks SLURM still runs" in r.stderr and \
+        r.stderr.count("\n") == 1, r.stderr

@@ -57,7 +57,7 @@ def main() -> None:
         "cpus_per_task": 1, "mem": "100M", "minutes_per_eval": 10, "max_time": "24:00:00",
         "queue_limit": 100000, "max_array_size": 1000, "max_running": 2, "container": None}}))
     req = dict(models=str(run7), tasks=",".join(tasks), n_shot="0,5", cluster="bench", clusters_file=clusters,
-               command_line=["benchmark"])
+               command_line=["benchmark"], precache=False)  # planning and submission only: no hub here
     quiet = lambda msg: None  # noqa: E731
 
     t0 = time.perf_counter()

@@ -31,6 +31,7 @@ def schedule_eval(
     force: bool = False,
     dry_run: bool = False,
     download_only: bool = False,
+    precache: bool = True,
 ) -> None:
     """Plan model x task x shot evaluations, write a run dir, and submit SLURM arrays (or run locally).
 
@@ -56,6 +57,8 @@ def schedule_eval(
         force: Re-run evaluations that already have results under the output dir.
         dry_run: Write the run dir and print the plan, but submit or run nothing.
         download_only: Only pre-cache models and task datasets for the offline compute nodes (no run dir).
+        precache: Pre-cache and check offline, before submitting, every model and dataset the run needs;
+            --no_precache skips both when your cache is managed another way.
     """
     from oellm.schedule import Request, schedule
 

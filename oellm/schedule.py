@@ -47,6 +47,7 @@ class Request:
     workers: int | None = None
     force: bool = False
     dry_run: bool = False
+    precache: bool = True
     download_only: bool = False
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -128,7 +129,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
         require_resolved(cluster)
         slurm_max, queued = slurm.max_array_size(), slurm.queued_jobs()
     sub = arrays.plan_submission(range(n_tasks), cluster, slurm_max, queued)
-    revisions = {} if req.dry_run else ensure_cached(rows, cluster, includes, log)
+    revisions = ensure_cached(rows, cluster, includes, log) if req.precache and not req.dry_run else {}
 
     with creating(root, new_run_stamp(root)) as (tmp, final):
         write_jobs(tmp.jobs, rows)

@@ -130,3 +130,9 @@ def test_status_of_a_planned_run_as_users_type_it(tmp_path):
     r = oellm("status", str(run), "--json")
     assert r.returncode == 0, r.stderr
     assert sum(json.loads(r.stdout)["counts"].values()) == 2
+
+
+def test_precache_is_on_by_default_and_can_be_skipped():
+    parse = lambda *a: cli._parser().parse_args(["schedule-eval", "--models", "m", *a])["schedule-eval"]  # noqa: E731
+    assert parse().precache is True
+    assert parse("--no_precache").precache is False and parse("--precache", "false").precache is False

@@ -85,7 +85,8 @@ def _commands() -> dict:
     """Subcommand name -> typed function; modules define them with light imports only."""
     from oellm.cache import check_cache_cmd
     from oellm.collect import collect_results
-    from oellm.lifecycle import cancel, resubmit, status
+    from oellm.lifecycle import cancel, status
+    from oellm.resubmit import resubmit
 
     return {"schedule-eval": schedule_eval, "check-cache": check_cache_cmd, "status": status, "resubmit": resubmit,
             "cancel": cancel, "collect-results": collect_results, "worker": worker}

@@ -59,6 +59,7 @@ class ClusterConfig:
     batch_size: str = "auto"
     sbatch_options: dict[str, str] = field(default_factory=dict)
     local_workers: int | None = None
+    max_requeues: int = 2  # SLURM requeues an array task after a node failure or preemption, this often
 
     @property
     def max_minutes(self) -> int:
@@ -70,7 +71,7 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
     "gpus_per_task": (int,), "gres": (str, type(None)), "cpus_per_task": (int,), "mem": (str, type(None)),
     "minutes_per_eval": (int, float), "max_time": (str,), "queue_limit": (int,), "max_array_size": (int,),
     "max_running": (int,), "output_root": (str, type(None)), "batch_size": (str, int),
-    "local_workers": (int, type(None)),
+    "local_workers": (int, type(None)), "max_requeues": (int,),
 }
 _CONTAINER_TYPES: dict[str, tuple[type, ...]] = {
     "runtime": (str,), "image": (str,), "gpu_flag": (str, type(None)), "python": (str,), "binds": (list,),
@@ -147,6 +148,8 @@ def build_cluster(name: str, data: dict[str, Any], source: str) -> ClusterConfig
     for key in ("gpus_per_task", "cpus_per_task", "queue_limit", "max_array_size", "max_running"):
         if key in kw and kw[key] < (0 if key == "gpus_per_task" else 1):
             raise OellmError(f"{where}.{key}: must be {'>= 0' if key == 'gpus_per_task' else '>= 1'}, got {kw[key]}")
+    if kw.get("max_requeues", 0) < 0:
+        raise OellmError(f"{where}.max_requeues: must be >= 0 (0 turns requeueing off), got {kw['max_requeues']}")
     if "minutes_per_eval" in kw and kw["minutes_per_eval"] <= 0:
         raise OellmError(f"{where}.minutes_per_eval: must be > 0, got {kw['minutes_per_eval']}")
     cfg = ClusterConfig(name=name, **kw)

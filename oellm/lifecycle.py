@@ -1,4 +1,4 @@
-"""status, resubmit and cancel of a run: the run dir joined with one batched SLURM query.
+"""status and cancel of a run (resubmit: oellm.resubmit): the run dir joined with one batched SLURM query.
 
 Each refresh reads the run dir (jobs.csv, results/ names, the state records of rows not done) and
 asks SLURM once (`sacct` for all of the run's array jobs, from its creation time) plus, only when
@@ -170,7 +170,7 @@ def _output_root(output_dir: Path | None, cluster: str | None) -> Path:
     return output_root(req, detect_cluster(load_clusters(None), cluster))
 
 
-def _slurm_run(run: RunDir, what: str) -> dict[str, Any]:
+def slurm_manifest(run: RunDir, what: str) -> dict[str, Any]:
     manifest = run.read_manifest()
     if manifest.get("executor") == "local":
         raise OellmError(f"{run.path} is a local run: {what} applies to SLURM runs; a local run is stopped with "
@@ -178,87 +178,11 @@ def _slurm_run(run: RunDir, what: str) -> dict[str, Any]:
     return manifest
 
 
-def _cluster_of(run: RunDir, manifest: dict[str, Any]):
+def cluster_of(run: RunDir, manifest: dict[str, Any]):
     from oellm.clusters import build_cluster
 
     data = {k: v for k, v in (manifest.get("cluster_config") or {}).items() if k != "name"}
     return build_cluster(manifest.get("cluster") or "run", data, str(run.manifest))
-
-
-def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None,
-             batch_size: str | None = None, infra_only: bool = False) -> None:
-    """Submit again the array tasks of a run that have rows failed, timed out, cancelled or never submitted.
-
-    Tasks SLURM may still run are never submitted twice; rows already done are skipped by the worker.
-
-    Args:
-        run_dir: The run directory.
-        dry_run: Print what would be submitted, submit nothing.
-        time_limit: A new time limit for the resubmitted tasks (HH:MM:SS or D-HH:MM:SS), e.g. after timeouts.
-        batch_size: lm-eval batch size for the resubmitted tasks (default: halve an integer batch size for
-            tasks with an out-of-memory row).
-        infra_only: Only tasks that failed because of the node or the scheduler (NODE_FAIL, PREEMPTED,
-            BOOT_FAIL), which are safe to retry unchanged, e.g. from cron.
-    """
-    from oellm import arrays, slurm
-    from oellm.clusters import format_minutes, parse_time
-
-    run = RunDir(Path(run_dir))
-    manifest = _slurm_run(run, "resubmit")
-    cluster = _cluster_of(run, manifest)
-    options: list[str] = []
-    if time_limit:
-        minutes = parse_time(time_limit, "--time_limit")
-        if minutes > cluster.max_minutes:
-            raise OellmError(f"--time_limit {time_limit} exceeds cluster {cluster.name}'s max_time {cluster.max_time}")
-        options.append(f"--time={format_minutes(minutes)}")
-    v = view(run.path)
-    if v.slurm_note:
-        raise OellmError(f"cannot tell which tasks SLURM still runs: {v.slurm_note}; try again later")
-    todo, busy = st.resubmittable_tasks(v.states, infra_only)
-    if busy:
-        print(f"{len(busy)} task(s) with rows to redo still pending/running or not yet in accounting: left alone")
-    if not todo:
-        print(f"nothing to resubmit in {run.path}: " + ", ".join(f"{k} {n}" for k, n in st.counts(v.states).items()))
-        return
-    overrides = _overrides(v.states, set(todo), manifest, batch_size)
-    timeouts = sum(s.state == "timeout" for s in v.states)
-    if timeouts and not time_limit:
-        print(f"note: {timeouts} row(s) timed out; they get the same time limit ({manifest.get('time_limit')}) "
-              "unless you pass --time_limit")
-    plan = arrays.plan_submission(todo, cluster, slurm.max_array_size(), slurm.queued_jobs())
-    kinds = ", ".join(f"{k} {n}" for k, n in st.counts(s for s in v.states if s.row.task_index in set(todo)).items() if n)
-    print(f"resubmitting {plan.submitted} of {len(todo)} array task(s) ({kinds}) in {len(plan.chunks)} sbatch "
-          f"call(s): " + ", ".join(f"tasks {c.offset}-{c.offset + c.size - 1}" for c in plan.chunks)
-          + (f" {' '.join(options)}" if options else "") + (f"; batch size {overrides}" if overrides else ""))
-    if plan.held_back:
-        print(f"queue limit: {plan.held_back} task(s) not submitted now; run resubmit again later")
-    if dry_run:
-        print("dry run: nothing submitted")
-        return
-    from oellm.executors.slurm import submit_chunks
-
-    if overrides:  # before submitting: the workers read run.json when they start
-        run.update_manifest(task_overrides={**(manifest.get("task_overrides") or {}), **overrides})
-    run.update_manifest(cancelled=None)
-    submit_chunks(run, plan, options=options)
-    covered = st.elements(run.read_manifest().get("submissions") or [])
-    run.update_manifest(held_back_tasks=int(manifest.get("n_tasks") or 0) - len(covered))
-
-
-def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, Any],
-               batch_size: str | None) -> dict[str, dict[str, Any]]:
-    """Per-task settings for the workers: an explicit --batch_size, else half the size after an OOM."""
-    if batch_size is not None:
-        value: str | int = int(batch_size) if str(batch_size).isdigit() else batch_size
-        return {str(t): {"batch_size": value} for t in sorted(todo)}
-    out = {}
-    old = manifest.get("task_overrides") or {}
-    for t in sorted({s.row.task_index for s in states if s.state == "oom" and s.row.task_index in todo}):
-        size = (old.get(str(t)) or {}).get("batch_size", manifest.get("batch_size"))
-        if str(size).isdigit() and int(size) > 1:
-            out[str(t)] = {"batch_size": int(size) // 2}
-    return out
 
 
 def cancel(run_dir: Path) -> None:
@@ -270,7 +194,7 @@ def cancel(run_dir: Path) -> None:
     from oellm import slurm
 
     run = RunDir(Path(run_dir))
-    manifest = _slurm_run(run, "cancel")
+    manifest = slurm_manifest(run, "cancel")
     ids = job_ids(manifest)
     slurm.cancel(ids)
     run.update_manifest(cancelled=utc_now())

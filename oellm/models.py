@@ -36,7 +36,10 @@ def load_model(model: str, model_args: str, manifest: dict[str, Any]) -> tuple[A
     if "revision" in simple_parse_args_string(model_args):
         revision = None  # the row pins its own revision
     resolved = _local_model(model, revision)
-    args = ",".join(a for a in (f"pretrained={model}", model_args, revision and f"revision={revision}") if a)
+    # `oellm resubmit --gpus_per_task N` after an OOM: spread the model over the task's GPUs
+    spread = manifest.get("parallelize") and "parallelize" not in simple_parse_args_string(model_args)
+    args = ",".join(a for a in (f"pretrained={model}", model_args, revision and f"revision={revision}",
+                                spread and "parallelize=True") if a)
     cuda = torch.cuda.is_available()
     info = {"args": args, "metadata": simple_parse_args_string(args), "revision": resolved,
             "device": "cuda" if cuda else "cpu", "gpu": torch.cuda.get_device_name(0) if cuda else None,

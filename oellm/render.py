@@ -14,6 +14,7 @@ from oellm.clusters import ClusterConfig, format_minutes
 from oellm.resources import data_path
 
 TEMPLATE = "eval.sbatch.j2"
+_SWITCHES = ("requeue", "no-requeue")  # flags without a value
 
 
 @lru_cache(maxsize=1)
@@ -36,10 +37,14 @@ def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
         "nodes": "1", "ntasks": "1", "cpus-per-task": str(cluster.cpus_per_task), "mem": cluster.mem,
         "gres": cluster.gres or (f"gpu:{cluster.gpus_per_task}" if cluster.gpus_per_task else None),
         "time": format_minutes(time_minutes),
+        # node failure or preemption: SLURM runs the task again (the worker skips rows already done and
+        # stops after max_requeues); append, so the log of the failed attempt is kept
+        "requeue" if cluster.max_requeues else "no-requeue": None, "open-mode": "append",
     }
     for key, value in cluster.sbatch_options.items():
         opts[key.replace("_", "-")] = value
-    return [f"--{k}={shlex.quote(v)}" for k, v in opts.items() if v not in (None, "")]
+    return [f"--{k}" if v is None else f"--{k}={shlex.quote(v)}" for k, v in opts.items()
+            if v != "" and (v is not None or k in _SWITCHES)]
 
 
 def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_minutes: int, python: str,

@@ -19,6 +19,7 @@ from oellm.slurm import ACTIVE_STATES, FINAL_STATES
 STATES = ("pending", "running", "done", "failed", "timeout", "oom", "cancelled", "not submitted", "unknown")
 PROBLEMS = frozenset({"failed", "timeout", "oom", "cancelled"})
 UNFINISHED = frozenset({"pending", "running", "unknown"})  # SLURM may still change these: never resubmit
+REQUEUED = "requeued by SLURM"
 INFRA = frozenset({"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})  # the machine failed, not the row: retry as is
 _QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"})
 _FINAL_ROW_STATE = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom",
@@ -89,7 +90,8 @@ def row_state(row: JobRef, done: bool, rec: dict[str, Any] | None, element: str 
     if slurm_state in ACTIVE_STATES:
         if failed_now:  # this row failed; its array task goes on with the other rows
             return RowState(row, *from_record(mine, "failed"), element)
-        return RowState(row, "pending" if slurm_state in _QUEUED else "running", "", element)
+        return RowState(row, "pending" if slurm_state in _QUEUED else "running", _requeued(mine, slurm_state),
+                        element)
     if failed_now:
         return RowState(row, *from_record(mine, "failed"), element)
     if slurm_state in _FINAL_ROW_STATE:
@@ -99,6 +101,16 @@ def row_state(row: JobRef, done: bool, rec: dict[str, Any] | None, element: str 
     what = "while the row was running" if mine and mine.get("state") in ("running", "interrupted") else \
         "without reaching this row"
     return RowState(row, "failed", f"lost: array task ended {slurm_state} {what}", element)
+
+
+def _requeued(rec: dict[str, Any] | None, slurm_state: str) -> str:
+    """Why an active row runs again: SLURM requeued its task (node failure, preemption), says its record."""
+    if rec is None:
+        return ""
+    n = int(rec.get("slurm_restart_count") or 0)
+    if rec.get("state") == "interrupted" and slurm_state in _QUEUED:
+        n += 1  # the killed attempt wrote the record; the requeued one has not started yet
+    return f"{REQUEUED} {n} time(s) (node failure or preemption)" if n else ""
 
 
 def join(rows: Sequence[JobRef], done: set[str], records: dict[str, dict[str, Any]],
@@ -125,6 +137,10 @@ def needed_elements(rows: Sequence[JobRef], done: set[str], submissions: Sequenc
     """Elements whose state matters: those running a row that is not done yet."""
     where = elements(submissions)
     return {where[r.task_index] for r in rows if r.row_id not in done and r.task_index in where}
+
+
+def requeued(states: Iterable[RowState]) -> list[RowState]:
+    return [s for s in states if s.state in UNFINISHED and s.reason.startswith(REQUEUED)]
 
 
 def counts(states: Iterable[RowState]) -> dict[str, int]:
@@ -211,6 +227,7 @@ def to_json(v: View, by: str | None) -> dict[str, Any]:
         "run_dir": str(v.run.path), "executor": v.manifest.get("executor"), "cluster": v.manifest.get("cluster"),
         "cancelled": v.manifest.get("cancelled"), "slurm": v.slurm_note or "ok", "slurm_calls": v.slurm_calls,
         "rows": len(v.states), "counts": counts(v.states), "eta_s": eta_s(v),
+        "requeued": [{"row_id": s.row.row_id, "state": s.state, "reason": s.reason} for s in requeued(v.states)],
         **({"by": by, "breakdown": breakdown(v.states, by)} if by else {}),
         "problems": [{"row_id": s.row.row_id, "model": s.row.model, "task": s.row.task, "n_shot": s.row.n_shot,
                       "task_index": s.row.task_index, "state": s.state, "reason": s.reason, "infra": s.infra,
@@ -227,6 +244,10 @@ def to_text(v: View, by: str | None, max_problems: int = 50) -> str:
         lines.append(f"{v.slurm_note}; states from the run dir's records only")
     lines.append(f"rows {len(v.states)}: " + ", ".join(f"{k} {n}" for k, n in c.items()))
     lines.append(f"time left: {_fmt_s(eta_s(v))}")
+    again = requeued(v.states)
+    if again:
+        lines.append(f"{len(again)} row(s) {REQUEUED} after a node failure or preemption: they run again by "
+                     f"themselves (at most max_requeues {(m.get('cluster_config') or {}).get('max_requeues')} times)")
     if by:
         for key, group in breakdown(v.states, by).items():
             lines.append(f"  {key}: " + ", ".join(f"{k} {n}" for k, n in group.items()))

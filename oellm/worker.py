@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.models import RowFailure
 from oellm.rundir import EvalRow, RunDir, atomic_open, read_jobs, read_json, utc_now
@@ -39,12 +40,14 @@ class JobEnv:
     job_id: str | None
     array_job_id: str | None
     array_task_id: int | None
+    restart_count: int = 0  # times SLURM requeued this task (node failure, preemption)
 
     @classmethod
     def from_environ(cls, env: Any = os.environ) -> JobEnv:
         task = env.get("SLURM_ARRAY_TASK_ID")
         return cls(host=socket.gethostname(), job_id=env.get("SLURM_JOB_ID"),
-                   array_job_id=env.get("SLURM_ARRAY_JOB_ID"), array_task_id=int(task) if task else None)
+                   array_job_id=env.get("SLURM_ARRAY_JOB_ID"), array_task_id=int(task) if task else None,
+                   restart_count=int(env.get("SLURM_RESTART_COUNT") or 0))
 
 
 class Interrupted(BaseException):
@@ -77,12 +80,34 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
     log.info("array task %d: %d row(s), %d already done", ctx.index, len(rows), len(rows) - len(todo))
     for sub in (rd.results, rd.states):
         sub.mkdir(parents=True, exist_ok=True)
+    limit = int((manifest.get("cluster_config") or {}).get("max_requeues", ClusterConfig.max_requeues))
+    if env.restart_count > limit:
+        return _give_up(ctx, todo, limit)
     try:
         with _signals_raise(), ctx.tail.attached():
             return sum(not ok for ok in _evaluate_rows(ctx, todo))
     except Interrupted as e:
         log.error("%s; exiting", e)
         raise SystemExit(128 + e.signum) from None
+
+
+def _give_up(ctx: _Context, rows: list[EvalRow], limit: int) -> int:
+    """SLURM requeues a task after every node failure or preemption, without end; past the cluster's
+    max_requeues the rows are marked failed instead, so a node that keeps failing costs no more."""
+    msg = (f"array task requeued {ctx.env.restart_count} time(s) after node failure or preemption "
+           f"(max_requeues {limit}); not run again: `oellm resubmit` retries it")
+    log.error(msg)
+    for row in rows:
+        ctx.run.write_state(row.row_id, {
+            "state": "failed", "error_kind": "requeue_limit", "error": msg, "log_tail": [], "host": ctx.env.host,
+            "started": utc_now(), "ended": utc_now(), "wall_s": 0.0, **_slurm_fields(ctx),
+            "attempt": _previous_attempt(ctx.run, row) + 1})
+    return len(rows)
+
+
+def _slurm_fields(ctx: _Context) -> dict[str, Any]:
+    return {"slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
+            "array_task_id": ctx.index, "slurm_restart_count": ctx.env.restart_count}
 
 
 @contextmanager
@@ -192,8 +217,7 @@ def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Onc
             "state": state, "error_kind": kind, "error": error, "log_tail": list(ctx.tail.lines),
             "host": ctx.env.host, "started": started, "ended": ended,
             "wall_s": None if ended is None else round(time.perf_counter() - t0, 3),
-            "slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
-            "array_task_id": ctx.index, "attempt": attempt, **extra})
+            **_slurm_fields(ctx), "attempt": attempt, **extra})
 
     try:
         record("running")
@@ -251,7 +275,8 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
             "oellm_version": oellm.__version__, "host": ctx.env.host, "device": info["device"],
             "gpu": info["gpu"], "slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
             "slurm_array_task_id": ctx.env.array_task_id, "array_task_id": ctx.index,
-            "started": started, "ended": utc_now(), "wall_s": round(wall_s, 3), "lm_eval_s": round(lm_eval_s, 3),
+            "slurm_restart_count": ctx.env.restart_count, "started": started, "ended": utc_now(),
+            "wall_s": round(wall_s, 3), "lm_eval_s": round(lm_eval_s, 3),
             "lm_eval_reported_s": out.get("total_evaluation_time_seconds"),
             "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process")}}
 

@@ -9,7 +9,8 @@ Tasks in the `tiny_tasks` include dir (all `dataset_path: json` over local JSONL
 - `tiny_group`: a group of both, with a size-weighted mean of acc and acc_norm.
 - `tiny_raises`: its `process_docs` raises `ValueError("tiny_raises: deliberate failure")`.
 - `tiny_no_metrics`: runs fine, but `process_results` returns `{}`: lm-eval "succeeds" with no metrics.
-- `tiny_slow`: `process_docs` sleeps `$OELLM_TINY_SLOW_S` seconds (default 60), for kill tests.
+- `tiny_slow`: `process_docs` sleeps `$OELLM_TINY_SLOW_S` seconds (default 60), or until the file
+  `$OELLM_TINY_SLOW_STOP` exists, for kill and requeue tests.
 
 `make_run_dir(tmp_path, rows, **manifest)` writes jobs.csv + run.json the way the scheduler does.
 """
@@ -125,7 +126,10 @@ def no_metrics(doc, results):
 
 
 def slow(dataset):
-    time.sleep(float(os.environ.get("OELLM_TINY_SLOW_S", "60")))
+    stop = os.environ.get("OELLM_TINY_SLOW_STOP")
+    end = time.monotonic() + float(os.environ.get("OELLM_TINY_SLOW_S", "60"))
+    while time.monotonic() < end and not (stop and os.path.exists(stop)):
+        time.sleep(0.2)
     return dataset
 '''
 

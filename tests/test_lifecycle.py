@@ -185,13 +185,15 @@ def test_watch_refreshes_until_no_row_is_pending_or_running(tmp_path: Path, monk
 
 @pytest.mark.fast
 def test_oom_rows_get_half_the_batch_size_and_an_explicit_one_wins() -> None:
-    from oellm.lifecycle import _overrides
+    from oellm.resubmit import _overrides
 
     states = [st.RowState(ref(0, 0), "oom"), st.RowState(ref(1, 1), "failed"), st.RowState(ref(2, 2), "oom")]
     manifest = {"batch_size": 8, "task_overrides": {"2": {"batch_size": 2}}}
-    assert _overrides(states, {0, 1, 2}, manifest, None) == {"0": {"batch_size": 4}, "2": {"batch_size": 1}}
-    assert _overrides(states, {0, 1}, {"batch_size": "auto"}, None) == {}  # lm-eval's auto probes memory itself
-    assert _overrides(states, {1}, manifest, "3") == {"1": {"batch_size": 3}}
+    assert _overrides(states, {0, 1, 2}, manifest, None, None) == {"0": {"batch_size": 4}, "2": {"batch_size": 1}}
+    assert _overrides(states, {0, 1}, {"batch_size": "auto"}, None, None) == {}  # lm-eval's auto probes memory
+    assert _overrides(states, {1}, manifest, "3", None) == {"1": {"batch_size": 3}}
+    assert _overrides(states, {0, 1}, manifest, None, 2) == {"0": {"batch_size": 4, "parallelize": True},
+                                                              "1": {"parallelize": True}}
 
 
 @pytest.mark.fast
@@ -235,35 +237,42 @@ def wait_until(check, timeout: float, what: str):
 @pytest.mark.e2e
 def test_failures_show_their_reason_and_resubmit_redoes_exactly_the_missing_rows(slurm_cluster, tiny_model,
                                                                                     tmp_path):
+    """Three array tasks under a real 1-minute time limit: the tiny model (its slow row times out), a model
+    whose config transformers cannot read, and a copy of the tiny model whose task is `scancel`led."""
     tasks = build_tiny_tasks(tmp_path / "tasks")  # our own copy: the test "fixes" tiny_raises later
-    bad = tmp_path / "bad_model"  # weights and tokenizer, but a config that transformers cannot read
-    bad.mkdir()
-    for f in tiny_model.iterdir():
-        if f.name != "config.json":
-            (bad / f.name).symlink_to(f)
+    bad, copy = tmp_path / "bad_model", tmp_path / "copy_model"
+    for d in (bad, copy):
+        d.mkdir()
+        for f in tiny_model.iterdir():
+            if f.name != "config.json" or d == copy:
+                (d / f.name).symlink_to(f)
     (bad / "config.json").write_text("{}")
-    cfile = clusters_file(tmp_path, slurm_cluster.partition, container=None, max_running=4)
+    cfile = clusters_file(tmp_path, slurm_cluster.partition, container=None, max_running=4,
+                          sbatch_options={"time": "00:01:00"})
     r = oellm("schedule-eval", "--cluster", "testslurm", "--clusters_file", str(cfile), "--models",
-              f"{tiny_model},{bad}", "--tasks", "tiny_mc_a,tiny_raises,tiny_slow", "--limit", "4",
+              f"{tiny_model},{bad},{copy}", "--tasks", "tiny_mc_a,tiny_raises,tiny_slow", "--limit", "4",
               "--evals_per_task", "3", "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / "runs"),
               env={"OELLM_TINY_SLOW_S": "600"}, timeout=180)
     assert r.returncode == 0, r.stderr
     run = the_run(tmp_path / "runs")
     rows = {(row.model, row.task): row.row_id for row in read_jobs(run.jobs)}
-    slow = rows[(str(tiny_model), "tiny_slow")]
     (job,) = [s["job_id"] for s in run.read_manifest()["submissions"]]
-    wait_until(lambda: (run.state_path(slow).exists() and json.loads(run.state_path(slow).read_text())["state"]
-                        == "running"), 150, "the tiny_slow row starts")
-    slurm.cancel([f"{job}_0"])  # stands in for a time limit: a -t 1 job needs 69-89 s to die
-    wait_for_jobs([job], timeout=90)
+
+    def running(row_id: str) -> bool:
+        return run.state_path(row_id).exists() and json.loads(run.state_path(row_id).read_text())["state"] == "running"
+
+    wait_until(lambda: running(rows[(str(copy), "tiny_slow")]), 150, "the copy's tiny_slow row starts")
+    slurm.cancel([f"{job}_2"])
+    wait_for_jobs([job], timeout=200)  # task 0 dies of its time limit 69-89 s after it started
 
     doc = wait_until(lambda: (d := status_json(run))["counts"].get("unknown", 0) == 0 and d, 30, "sacct settles")
     assert doc["slurm"] == "ok" and doc["slurm_calls"] == 1
-    assert {k: v for k, v in doc["counts"].items() if v} == {"done": 1, "failed": 4, "cancelled": 1}, doc
+    assert {k: v for k, v in doc["counts"].items() if v} == {"done": 2, "failed": 5, "timeout": 1, "cancelled": 1}
     problems = {(p["model"], p["task"]): p for p in doc["problems"]}
     assert problems[(str(tiny_model), "tiny_raises")]["reason"] == \
         "exception: ValueError: tiny_raises: deliberate failure"
-    assert problems[(str(tiny_model), "tiny_slow")]["reason"] == "SLURM CANCELLED"
+    assert problems[(str(tiny_model), "tiny_slow")]["reason"] == "SLURM TIMEOUT"
+    assert problems[(str(copy), "tiny_slow")]["reason"] == "SLURM CANCELLED"
     assert all(problems[(str(bad), t)]["reason"].startswith("exception: ") for t in ("tiny_mc_a", "tiny_slow"))
     assert problems[(str(bad), "tiny_mc_a")]["log"] == str(run.path / f"slurm_logs/{job}_1.err")
     text = oellm("status", "--run_dir", str(run.path), "--by", "model").stdout
@@ -275,20 +284,24 @@ def test_failures_show_their_reason_and_resubmit_redoes_exactly_the_missing_rows
     (bad / "config.json").unlink()
     (bad / "config.json").symlink_to(tiny_model / "config.json")
     dry = oellm("resubmit", "--run_dir", str(run.path), "--dry_run")
-    assert dry.returncode == 0 and "resubmitting 2 of 2 array task(s)" in dry.stdout, dry.stdout + dry.stderr
-    assert len(run.read_manifest()["submissions"]) == 1
-    r = oellm("resubmit", "--run_dir", str(run.path), env={"OELLM_TINY_SLOW_S": "0"})
+    assert dry.returncode == 0, dry.stderr
+    assert "resubmitting 1 of 1 array task(s) (done 1, failed 1, timeout 1) in 1 sbatch call(s): tasks 0-0 " \
+        "--time=00:02:00" in dry.stdout, dry.stdout  # the timed-out task gets twice its limit
+    assert "resubmitting 2 of 2 array task(s) (done 1, failed 4, cancelled 1) in 1 sbatch call(s): tasks 1-2\n" \
+        in dry.stdout and len(run.read_manifest()["submissions"]) == 1, dry.stdout
+    r = oellm("resubmit", "--run_dir", str(run.path), env={"OELLM_TINY_SLOW_S": "0"})  # sbatch passes it on
     assert r.returncode == 0, r.stderr
     subs = run.read_manifest()["submissions"]
-    assert [(s["offset"], s["size"]) for s in subs] == [(0, 2), (0, 2)] and subs[0]["job_id"] == job
+    assert [(s["offset"], s["size"], s.get("options")) for s in subs] == \
+        [(0, 3, None), (0, 1, ["--time=00:02:00"]), (1, 2, None)] and subs[0]["job_id"] == job
     again = oellm("resubmit", "--run_dir", str(run.path))  # still queued or running: never twice
     assert again.returncode == 0 and "nothing to resubmit" in again.stdout and \
-        len(run.read_manifest()["submissions"]) == 2, again.stdout
-    wait_for_jobs([subs[1]["job_id"]], timeout=150)
-    doc = wait_until(lambda: (d := status_json(run))["counts"]["done"] == 6 and d, 30, "all rows done")
+        len(run.read_manifest()["submissions"]) == 3, again.stdout
+    wait_for_jobs([s["job_id"] for s in subs[1:]], timeout=150)
+    doc = wait_until(lambda: (d := status_json(run))["counts"]["done"] == 9 and d, 30, "all rows done")
     assert doc["problems"] == [] and sorted(p.stem for p in run.results.glob("*.json")) == sorted(rows.values())
     assert {n: m for n, m in ((p.name, p.stat().st_mtime_ns) for p in run.results.glob("*.json"))
-            if n in done_before} == done_before  # the row done before was not redone
+            if n in done_before} == done_before  # the rows done before were not redone
 
 
 @pytest.mark.slurm
@@ -336,3 +349,32 @@ def test_status_without_accounting_says_so_in_one_line(slurm_cluster, slurm_down
     r = oellm("resubmit", "--run_dir", str(run.path))
     assert r.returncode == 2 and "cannot tell which tasks SLURM still runs" in r.stderr and \
         r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.fast
+def test_resubmit_doubles_the_time_limit_of_timed_out_tasks_only() -> None:
+    from oellm.clusters import build_cluster
+    from oellm.resubmit import _groups, last_minutes
+
+    cluster = build_cluster("c", {"max_time": "02:00:00"}, "test")
+    manifest = {"time_limit": "00:40:00", "submissions": [
+        {"job_id": "5", "offset": 0, "size": 4},
+        {"job_id": "6", "offset": 2, "size": 2, "options": ["--time=01:30:00"]}]}
+    assert last_minutes(manifest) == {0: 40, 1: 40, 2: 90, 3: 90}
+    states = [st.RowState(ref(0), "timeout"), st.RowState(ref(1), "failed"), st.RowState(ref(2), "timeout"),
+              st.RowState(ref(3), "cancelled")]
+    assert _groups(states, [0, 1, 2, 3], manifest, cluster, None, None) == {
+        ("--time=01:20:00",): [0], (): [1, 3], ("--time=02:00:00",): [2]}  # 2 x 90 min, capped at max_time
+    assert _groups(states, [0, 1], manifest, cluster, 30, 2) == {("--time=00:30:00", "--gres=gpu:2"): [0, 1]}
+
+
+@pytest.mark.fast
+def test_a_requeued_row_says_so_while_it_waits_to_run_again() -> None:
+    subs = [{"job_id": "9", "offset": 0, "size": 2}]
+    records = {"row0": {"state": "interrupted", "slurm_array_job_id": "9", "slurm_restart_count": 0},
+               "row1": {"state": "running", "slurm_array_job_id": "9", "slurm_restart_count": 2}}
+    got = st.join([ref(0), ref(1)], set(), records, subs, {"9_0": "PENDING", "9_1": "RUNNING"})
+    assert [(s.state, s.reason) for s in got] == [
+        ("pending", "requeued by SLURM 1 time(s) (node failure or preemption)"),
+        ("running", "requeued by SLURM 2 time(s) (node failure or preemption)")]
+    assert st.requeued(got) == got

@@ -52,3 +52,14 @@ def test_awkward_run_dir_is_quoted():
     text = render_sbatch(cfg, run_dir="/tmp/a b;rm -rf x", job_name="j", time_minutes=10, python="/p y/python")
     line = text.strip().splitlines()[-1]
     assert line.startswith("'/p y/python' -m oellm worker --run_dir '/tmp/a b;rm -rf x' ")
+
+
+def test_requeue_after_node_failure_is_on_unless_max_requeues_is_0():
+    import dataclasses
+
+    from oellm.render import sbatch_flags
+
+    on = sbatch_flags(CLUSTERS["leonardo"], 60)
+    assert "--requeue" in on and "--no-requeue" not in on and "--open-mode=append" in on  # keep the failed log
+    off = sbatch_flags(dataclasses.replace(CLUSTERS["leonardo"], max_requeues=0), 60)
+    assert "--no-requeue" in off and "--requeue" not in off

@@ -165,3 +165,22 @@ def test_index_comes_from_slurm_and_the_offset(
     assert (st["array_task_id"], st["slurm_job_id"], st["error_kind"]) == (2, "4242", "missing_model")
     assert worker.run(run.path, index=0) == 1 and state(run, rows[0])["attempt"] == 1
     assert worker.run(run.path, index=0) == 1 and state(run, rows[0])["attempt"] == 2
+
+
+@pytest.mark.fast
+def test_a_task_requeued_more_than_max_requeues_marks_its_rows_failed(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [EvalRow("/nowhere/m", "t", 0), EvalRow("/nowhere/m", "t", 1)]
+    run = make_run_dir(tmp_path, rows, cluster_config={"max_requeues": 2})
+    done = rows[1].row_id
+    run.result_path(done).write_text("{}")
+    for key, value in {"SLURM_ARRAY_JOB_ID": "7", "SLURM_JOB_ID": "9", "SLURM_ARRAY_TASK_ID": "0",
+                       "SLURM_RESTART_COUNT": "3"}.items():
+        monkeypatch.setenv(key, value)
+    assert worker.run(run.path) == 1  # no model is loaded: /nowhere/m would fail otherwise
+    rec = state(run, rows[0])
+    assert (rec["state"], rec["error_kind"], rec["slurm_restart_count"]) == ("failed", "requeue_limit", 3)
+    assert "requeued 3 time(s) after node failure or preemption (max_requeues 2)" in rec["error"]
+    assert not run.state_path(done).exists()  # a row already done is left alone
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")  # within the limit: the row runs (and fails on the model)
+    assert worker.run(run.path) == 1 and state(run, rows[0])["error_kind"] == "missing_model"

@@ -1,0 +1,155 @@
+"""resubmit: the array tasks of a run that have rows to redo, with escalation for timeouts and OOM.
+
+Built on one status refresh (oellm.lifecycle.view), so a task SLURM may still run is never submitted
+twice. Tasks are grouped by the sbatch options they need (a longer time limit for those that timed
+out, more GPUs when asked), one `sbatch` per group and chunk; the workers skip rows already done.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from oellm import status as st
+from oellm.clusters import ClusterConfig, format_minutes, parse_time
+from oellm.errors import OellmError
+from oellm.lifecycle import cluster_of, slurm_manifest, view
+from oellm.rundir import RunDir
+
+
+def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None,
+             gpus_per_task: int | None = None, batch_size: str | None = None, infra_only: bool = False) -> None:
+    """Submit again the array tasks of a run that have rows failed, timed out, cancelled or never submitted.
+
+    Tasks SLURM may still run are never submitted twice; rows already done are skipped by the worker.
+    Without options, a task that timed out gets twice its last time limit (up to the cluster's
+    max_time) and one that ran out of memory half its integer batch size.
+
+    Args:
+        run_dir: The run directory.
+        dry_run: Print what would be submitted, submit nothing.
+        time_limit: Time limit for every resubmitted task (HH:MM:SS or D-HH:MM:SS), instead of doubling
+            the limit of tasks that timed out.
+        gpus_per_task: GPUs for every resubmitted task (`--gres=gpu:N`), e.g. after out-of-memory rows;
+            with more than one, Hugging Face models are spread over them (lm-eval's parallelize=True).
+        batch_size: lm-eval batch size for the resubmitted tasks (default: halve an integer batch size for
+            tasks with an out-of-memory row).
+        infra_only: Only tasks that failed because of the node or the scheduler (NODE_FAIL, PREEMPTED,
+            BOOT_FAIL), which are safe to retry unchanged, e.g. from cron.
+    """
+    from oellm import arrays, slurm
+
+    run = RunDir(Path(run_dir))
+    manifest = slurm_manifest(run, "resubmit")
+    cluster = cluster_of(run, manifest)
+    fixed = None if time_limit is None else _check_time(time_limit, cluster)
+    if gpus_per_task is not None and gpus_per_task < 1:
+        raise OellmError(f"--gpus_per_task: must be >= 1, got {gpus_per_task}")
+    v = view(run.path)
+    if v.slurm_note:
+        raise OellmError(f"cannot tell which tasks SLURM still runs: {v.slurm_note}; try again later")
+    todo, busy = st.resubmittable_tasks(v.states, infra_only)
+    if busy:
+        print(f"{len(busy)} task(s) with rows to redo still pending/running or not yet in accounting: left alone")
+    if not todo:
+        print(f"nothing to resubmit in {run.path}: " + ", ".join(f"{k} {n}" for k, n in st.counts(v.states).items()))
+        return
+    groups = _groups(v.states, todo, manifest, cluster, fixed, gpus_per_task)
+    overrides = _overrides(v.states, set(todo), manifest, batch_size, gpus_per_task)
+    queued = slurm.queued_jobs()
+    plans = []
+    for options, tasks in groups.items():
+        plan = arrays.plan_submission(tasks, cluster, slurm.max_array_size(), queued)
+        queued += plan.submitted
+        plans.append((list(options), plan))
+        kinds = ", ".join(f"{k} {n}" for k, n in st.counts(s for s in v.states if s.row.task_index in set(tasks))
+                          .items() if n)
+        print(f"resubmitting {plan.submitted} of {len(tasks)} array task(s) ({kinds}) in {len(plan.chunks)} sbatch "
+              "call(s): " + ", ".join(f"tasks {c.offset}-{c.offset + c.size - 1}" for c in plan.chunks)
+              + (f" {' '.join(options)}" if options else ""))
+        if plan.held_back:
+            print(f"queue limit: {plan.held_back} task(s) not submitted now; run resubmit again later")
+    if overrides:
+        print("worker settings: " + "; ".join(f"task {t}: " + ", ".join(f"{k}={v}" for k, v in o.items())
+                                             for t, o in overrides.items()))
+    if dry_run:
+        print("dry run: nothing submitted")
+        return
+    from oellm.executors.slurm import submit_chunks
+
+    if overrides:  # before submitting: the workers read run.json when they start
+        old = manifest.get("task_overrides") or {}
+        run.update_manifest(task_overrides={**old, **{t: {**old.get(t, {}), **o} for t, o in overrides.items()}})
+    run.update_manifest(cancelled=None)
+    for options, plan in plans:
+        if plan.chunks:
+            submit_chunks(run, plan, options=options)
+    covered = st.elements(run.read_manifest().get("submissions") or [])
+    run.update_manifest(held_back_tasks=int(manifest.get("n_tasks") or 0) - len(covered))
+
+
+def _check_time(value: str, cluster: ClusterConfig) -> int:
+    minutes = parse_time(value, "--time_limit")
+    if minutes > cluster.max_minutes:
+        raise OellmError(f"--time_limit {value} exceeds cluster {cluster.name}'s max_time {cluster.max_time}")
+    return minutes
+
+
+def last_minutes(manifest: dict[str, Any]) -> dict[int, int]:
+    """Array task -> the time limit (minutes) of its latest submission: a resubmit's --time= or the run's."""
+    own = ((manifest.get("cluster_config") or {}).get("sbatch_options") or {}).get("time")  # wins in the script
+    base = parse_time(own or manifest.get("time_limit") or "00:10:00", "run.json time_limit")
+    out: dict[int, int] = {}
+    for s in manifest.get("submissions") or []:
+        times = [o.split("=", 1)[1] for o in s.get("options") or [] if o.startswith("--time=")]
+        minutes = parse_time(times[-1], "run.json submission --time") if times else base
+        for i in range(int(s["offset"]), int(s["offset"]) + int(s["size"])):
+            out[i] = minutes
+    return out
+
+
+def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any], cluster: ClusterConfig,
+            fixed: int | None, gpus: int | None) -> dict[tuple[str, ...], list[int]]:
+    """sbatch options -> the tasks that need them, in task order."""
+    timed_out = {s.row.task_index for s in states if s.state == "timeout"}
+    last = last_minutes(manifest)
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    capped = []
+    for t in todo:
+        options = []
+        if fixed is not None:
+            options.append(f"--time={format_minutes(fixed)}")
+        elif t in timed_out:
+            before = last.get(t, cluster.max_minutes)
+            if before >= cluster.max_minutes:
+                capped.append(t)
+            options.append(f"--time={format_minutes(min(cluster.max_minutes, 2 * before))}")
+        if gpus is not None:
+            options.append(f"--gres=gpu:{gpus}")
+        groups[tuple(options)].append(t)
+    if capped:
+        print(f"note: {len(capped)} timed-out task(s) already had the cluster's max_time {cluster.max_time}: they "
+              "get it again; schedule their rows with a smaller --evals_per_task to give each row more time")
+    return dict(groups)
+
+
+def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, Any], batch_size: str | None,
+               gpus: int | None) -> dict[str, dict[str, Any]]:
+    """Per-task settings for the workers: an explicit --batch_size, else half the size after an OOM;
+    a model spread over the GPUs when there are several."""
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    if batch_size is not None:
+        value: str | int = int(batch_size) if str(batch_size).isdigit() else batch_size
+        for t in sorted(todo):
+            out[str(t)]["batch_size"] = value
+    else:
+        old = manifest.get("task_overrides") or {}
+        for t in sorted({s.row.task_index for s in states if s.state == "oom" and s.row.task_index in todo}):
+            size = (old.get(str(t)) or {}).get("batch_size", manifest.get("batch_size"))
+            if str(size).isdigit() and int(size) > 1:
+                out[str(t)]["batch_size"] = int(size) // 2
+    if gpus is not None:
+        for t in sorted(todo):
+            out[str(t)]["parallelize"] = gpus > 1
+    return dict(out)

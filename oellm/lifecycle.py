@@ -136,6 +136,36 @@ def list_runs(root: Path, out: Callable[[str], None] = print) -> None:
         out(f"  ... {len(runs) - RECENT_RUNS} older run(s)")
 
 
+def rows_in_flight(root: Path, retries: int = 2) -> dict[str, Path]:
+    """Rows (not done) of SLURM runs under `root` whose array task is still queued or running -> their run.
+
+    Re-running a schedule-eval command must not submit them a second time; one squeue for all runs."""
+    from oellm import slurm
+
+    runs: dict[Path, dict[str, Any]] = {}
+    try:
+        entries = sorted(e.path for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except FileNotFoundError:
+        return {}
+    for path in map(Path, entries):
+        try:
+            m = read_json(path / "run.json")
+        except (OSError, ValueError):
+            continue
+        if m.get("executor") == "slurm" and m.get("submissions"):
+            runs[path] = m
+    active = slurm.queue_states([j for m in runs.values() for j in job_ids(m)], retries=retries)
+    out: dict[str, Path] = {}
+    for path, m in runs.items():
+        tasks = {t for t, el in st.elements(m["submissions"]).items() if el in active}
+        if tasks:
+            run = RunDir(path)
+            done = _done_ids(run)
+            out.update((r.row_id, path) for r in read_job_refs(run.jobs) if r.task_index in tasks
+                       and r.row_id not in done)
+    return out
+
+
 # ---------------------------------------------------------------- commands (the CLI maps to these)
 
 

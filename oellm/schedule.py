@@ -99,6 +99,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     rows, dropped = plan_rows(req, includes)
     root = output_root(req, cluster)
     total = len(rows)
+    local = cluster.name == LOCAL
     done = set() if req.force else existing_results(root)
     if done:
         rows = [r for r in rows if r.row_id not in done]
@@ -107,13 +108,16 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
         log(f"dropped {dropped} duplicate row(s)")
     if skipped:
         log(f"skipping {skipped} of {total} row(s) with results already under {root} (--force re-runs them)")
+    if rows and not local and not req.force:
+        rows = _skip_in_flight(rows, root, req.dry_run, log)
+        skipped = total - len(rows)
     if req.download_only:
         from oellm.cache import precache
 
         precache(rows, cluster, includes, log=log)
         return None
     if not rows:
-        log(f"nothing to do: all {total} row(s) already have results under {root}")
+        log(f"nothing to do: all {total} row(s) already have results under {root} or are queued or running there")
         return None
     if req.evals_per_task is not None and req.evals_per_task < 1:
         raise OellmError(f"--evals_per_task: must be >= 1, got {req.evals_per_task}")
@@ -121,7 +125,6 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     rows = arrays.pack(rows, per_task)
     n_tasks = arrays.count_tasks(rows)
     minutes = arrays.time_limit(cluster, min(per_task, len(rows)))
-    local = cluster.name == LOCAL
     slurm_max, queued = None, 0
     if not local and not req.dry_run:
         from oellm import slurm
@@ -150,6 +153,25 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     if local:
         return _run_local(run, req, cluster, rows, n_tasks, log)
     return _submit(run, sub, log)
+
+
+def _skip_in_flight(rows: list[EvalRow], root: Path, dry_run: bool, log: Callable[[str], None]) -> list[EvalRow]:
+    """Drop rows that an earlier run under `root` still has queued or running: a re-run never duplicates them."""
+    from oellm.lifecycle import rows_in_flight
+
+    try:
+        busy = rows_in_flight(root, retries=0 if dry_run else 2)
+    except OellmError as e:  # SlurmError, or no squeue on this host
+        if not dry_run:
+            raise
+        log(f"note: cannot ask SLURM which rows earlier runs still run ({e}); a real submission would")
+        return rows
+    keep = [r for r in rows if r.row_id not in busy]
+    if len(keep) < len(rows):
+        runs = sorted({str(busy[r.row_id]) for r in rows if r.row_id in busy})
+        log(f"skipping {len(rows) - len(keep)} row(s) queued or running in earlier run(s): {', '.join(runs)} "
+            "(`oellm status` shows them)")
+    return keep
 
 
 def ensure_cached(rows: list[EvalRow], cluster: ClusterConfig, includes: Sequence[str],
@@ -235,7 +257,7 @@ def summary(run: RunDir, cluster: ClusterConfig, rows: list[EvalRow], per_task: 
         f"run dir:   {run.path}",
         f"cluster:   {cluster.name} ({'local executor' if cluster.name == LOCAL else 'SLURM'})",
         f"rows:      {len(rows)} = {models} model(s) x {tasks} task(s) x shots {','.join(map(str, shots))}"
-        + (f" ({skipped} already done, skipped)" if skipped else ""),
+        + (f" ({skipped} already done or in flight, skipped)" if skipped else ""),
         f"packing:   up to {per_task} row(s) of one model per array task -> {n_tasks} array task(s)"
         + ("" if cluster.name == LOCAL else f", time limit {format_minutes(minutes)} each"),
     ]

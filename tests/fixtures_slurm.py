@@ -5,6 +5,7 @@
   SLURM_LOCAL_DIR into os.environ (so subprocesses, sbatch jobs and `oellm` find it) and yields a
   `SlurmCluster`. It stops the cluster at the end, unless the cluster was already up before.
 - `wait_for_jobs(job_ids, timeout)`: poll until every array element of these jobs is final.
+- `stop_controller(cluster)` / `start_controller(cluster)`: restart slurmctld alone, jobs running on.
 - `slurm_down`: SLURM_CONF pointing at a controller and slurmdbd that nothing serves.
 - `container_shim`: tests/shim (singularity/apptainer stand-ins) first on PATH; calls logged.
 - A failing `slurm` test gets sinfo, squeue and sacct output added to its report.
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -195,6 +197,24 @@ def wait_for_jobs(job_ids: Sequence[str], timeout: float = 60, *, start: str = "
             raise TimeoutError(f"jobs {', '.join(job_ids)} not final after {timeout:g} s; squeue: {queued}; "
                                f"sacct: {states}\n{cluster_report()}")
         time.sleep(poll)
+
+
+def stop_controller(cluster: SlurmCluster, timeout: float = 30) -> None:
+    """SIGTERM slurmctld alone, as an admin restart does: slurmd, slurmdbd and running jobs stay up."""
+    pid = int((cluster.state_dir / "run" / "slurmctld.pid").read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"slurmctld (pid {pid}) still up {timeout:g} s after SIGTERM")
+        time.sleep(0.2)
+
+
+def start_controller(cluster: SlurmCluster) -> None:
+    """Start what is not running (slurmctld after `stop_controller`), with the session's knobs."""
+    proc = _script("start", _script_env(cluster.state_dir), timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{CLUSTER_SCRIPT} start failed: {proc.stderr.strip()[-2000:]}")
 
 
 def cluster_report() -> str:

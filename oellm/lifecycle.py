@@ -57,23 +57,29 @@ def _done_ids(run: RunDir) -> set[str]:
         return set()
 
 
-def _slurm_states(manifest: dict[str, Any], needed: set[str]) -> tuple[dict[str, str] | None, str, int]:
-    """One sacct; one squeue only for needed elements sacct does not name yet (it lags by seconds)."""
+def _slurm_states(manifest: dict[str, Any], needed: set[str]) -> tuple[dict[str, str] | None, str, str, int]:
+    """One sacct; one squeue only for needed elements sacct does not name yet (it lags by seconds).
+
+    Returns (states or None, why SLURM could not be asked, a warning about a partial answer, calls)."""
     from oellm import slurm
 
     ids = job_ids(manifest)
     if not ids:
-        return {}, "", 0
+        return {}, "", "", 0
     try:
         # no retries: a status that waits 6 s on a down controller helps nobody; the user runs it again
         states = slurm.query_states(ids, manifest.get("created") or "now-30days", retries=0)
-        calls = 1
-        if needed - states.keys():
-            states.update(slurm.queue_states(ids, retries=0))
-            calls = 2
     except SlurmError as e:
-        return None, f"SLURM accounting unavailable ({e})", 1
-    return states, "", calls
+        return None, f"SLURM accounting unavailable ({e})", "", 1
+    lagging = needed - states.keys()
+    if not lagging:
+        return states, "", "", 1
+    try:
+        states.update(slurm.queue_states(ids, retries=0))
+    except SlurmError as e:  # e.g. the controller restarts: sacct (slurmdbd) still answers for the rest
+        return states, "", f"squeue failed ({e}): {len(lagging)} array task(s) accounting does not show yet " \
+            "stay unknown", 2
+    return states, "", "", 2
 
 
 def view(run_dir: Path) -> View:
@@ -85,10 +91,10 @@ def view(run_dir: Path) -> View:
     local = manifest.get("executor") == "local"
     subs = [] if local else manifest.get("submissions") or []
     if local:
-        slurm_states, note, calls = None, "", 0
+        slurm_states, note, warning, calls = None, "", "", 0
     else:
-        slurm_states, note, calls = _slurm_states(manifest, st.needed_elements(rows, done, subs))
-    return View(run, manifest, st.join(rows, done, records, subs, slurm_states), note, calls, mean_s)
+        slurm_states, note, warning, calls = _slurm_states(manifest, st.needed_elements(rows, done, subs))
+    return View(run, manifest, st.join(rows, done, records, subs, slurm_states), note, calls, mean_s, warning)
 
 
 def show(run_dir: Path, by: str | None, as_json: bool, watch: bool, out: Callable[[str], None] = print) -> View:

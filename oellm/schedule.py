@@ -169,8 +169,9 @@ def _skip_in_flight(rows: list[EvalRow], root: Path, dry_run: bool, log: Callabl
     keep = [r for r in rows if r.row_id not in busy]
     if len(keep) < len(rows):
         runs = sorted({str(busy[r.row_id]) for r in rows if r.row_id in busy})
-        log(f"skipping {len(rows) - len(keep)} row(s) queued or running in earlier run(s): {', '.join(runs)} "
-            "(`oellm status` shows them)")
+        more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+        log(f"skipping {len(rows) - len(keep)} row(s) queued or running in earlier run(s): {', '.join(runs[:3])}"
+            f"{more} (`oellm status` shows them)")
     return keep
 
 

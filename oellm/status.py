@@ -189,6 +189,7 @@ class View:
     slurm_note: str  # "" when SLURM answered (or a local run); else why it did not
     slurm_calls: int
     mean_row_s: float | None
+    slurm_warning: str = ""  # SLURM answered in part (sacct did, squeue did not)
 
 
 def job_ids(manifest: dict[str, Any]) -> list[str]:
@@ -226,6 +227,7 @@ def to_json(v: View, by: str | None) -> dict[str, Any]:
     return {
         "run_dir": str(v.run.path), "executor": v.manifest.get("executor"), "cluster": v.manifest.get("cluster"),
         "cancelled": v.manifest.get("cancelled"), "slurm": v.slurm_note or "ok", "slurm_calls": v.slurm_calls,
+        "slurm_warning": v.slurm_warning or None,
         "rows": len(v.states), "counts": counts(v.states), "eta_s": eta_s(v),
         "requeued": [{"row_id": s.row.row_id, "state": s.state, "reason": s.reason} for s in requeued(v.states)],
         **({"by": by, "breakdown": breakdown(v.states, by)} if by else {}),
@@ -242,6 +244,8 @@ def to_text(v: View, by: str | None, max_problems: int = 50) -> str:
              f"{len(job_ids(m))} array job(s))" + (f"; cancelled at {m['cancelled']}" if m.get("cancelled") else "")]
     if v.slurm_note:
         lines.append(f"{v.slurm_note}; states from the run dir's records only")
+    if v.slurm_warning:
+        lines.append(f"warning: {v.slurm_warning}")
     lines.append(f"rows {len(v.states)}: " + ", ".join(f"{k} {n}" for k, n in c.items()))
     lines.append(f"time left: {_fmt_s(eta_s(v))}")
     again = requeued(v.states)

@@ -6,6 +6,7 @@
   `SlurmCluster`. It stops the cluster at the end, unless the cluster was already up before.
 - `wait_for_jobs(job_ids, timeout)`: poll until every array element of these jobs is final.
 - `stop_controller(cluster)` / `start_controller(cluster)`: restart slurmctld alone, jobs running on.
+- `no_job_left_behind`: cancels the jobs of the runs under `tmp_path/runs` after the test.
 - `slurm_down`: SLURM_CONF pointing at a controller and slurmdbd that nothing serves.
 - `container_shim`: tests/shim (singularity/apptainer stand-ins) first on PATH; calls logged.
 - A failing `slurm` test gets sinfo, squeue and sacct output added to its report.
@@ -273,6 +274,16 @@ def slurm_down(slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.
     conf.write_text("\n".join([*lines, "MessageTimeout=2", ""]))
     monkeypatch.setenv("SLURM_CONF", str(conf))
     return conf
+
+
+@pytest.fixture
+def no_job_left_behind(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[None]:
+    """Cancel the jobs of every run under `tmp_path/runs` afterwards: a failing test must not leave its
+    long rows running into the next tests."""
+    yield
+    ids = [s["job_id"] for manifest in (tmp_path / "runs").glob("*/run.json")
+           for s in json.loads(manifest.read_text()).get("submissions") or []]
+    slurm.cancel(ids)
 
 
 @pytest.fixture

@@ -235,6 +235,7 @@ def wait_until(check, timeout: float, what: str):
 
 @pytest.mark.slurm
 @pytest.mark.e2e
+@pytest.mark.usefixtures("no_job_left_behind")
 def test_failures_show_their_reason_and_resubmit_redoes_exactly_the_missing_rows(slurm_cluster, tiny_model,
                                                                                     tmp_path):
     """Three array tasks under a real 1-minute time limit: the tiny model (its slow row times out), a model

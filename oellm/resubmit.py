@@ -70,6 +70,9 @@ def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None
               + (f" {' '.join(options)}" if options else ""))
         if plan.held_back:
             print(f"queue limit: {plan.held_back} task(s) not submitted now; run resubmit again later")
+    note = _oom_note(v.states, set(todo), manifest, overrides, gpus_per_task)
+    if note:
+        print(note)
     if overrides:
         print("worker settings: " + "; ".join(f"task {t}: " + ", ".join(f"{k}={v}" for k, v in o.items())
                                              for t, o in overrides.items()))
@@ -153,3 +156,16 @@ def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, An
         for t in sorted(todo):
             out[str(t)]["parallelize"] = gpus > 1
     return dict(out)
+
+
+def _oom_note(states: list[st.RowState], todo: set[int], manifest: dict[str, Any],
+              overrides: dict[str, dict[str, Any]], gpus: int | None) -> str | None:
+    """Out-of-memory tasks that would get nothing different (batch "auto" or 1, no --gpus_per_task)."""
+    oom = {s.row.task_index for s in states if s.state == "oom" and s.row.task_index in todo}
+    stuck = sorted(t for t in oom if "batch_size" not in overrides.get(str(t), {}))
+    if not stuck or gpus is not None:
+        return None
+    old = manifest.get("task_overrides") or {}
+    sizes = sorted({str(old.get(str(t), {}).get("batch_size", manifest.get("batch_size"))) for t in stuck})
+    return (f"note: {len(stuck)} task(s) ran out of memory with a batch size that cannot be halved "
+            f"({', '.join(sizes)}); pass --batch_size N or --gpus_per_task N to change what they get")

@@ -197,6 +197,20 @@ def test_oom_rows_get_half_the_batch_size_and_an_explicit_one_wins() -> None:
 
 
 @pytest.mark.fast
+def test_oom_tasks_that_would_get_nothing_different_are_pointed_out() -> None:
+    from oellm.resubmit import _oom_note, _overrides
+
+    states = [st.RowState(ref(0, 0), "oom"), st.RowState(ref(1, 1), "oom")]
+    manifest = {"batch_size": "auto", "task_overrides": {"1": {"batch_size": 1}}}
+    assert _oom_note(states, {0, 1}, manifest, _overrides(states, {0, 1}, manifest, None, None), None) == \
+        "note: 2 task(s) ran out of memory with a batch size that cannot be halved (1, auto); " \
+        "pass --batch_size N or --gpus_per_task N to change what they get"
+    assert _oom_note(states, {0, 1}, manifest, {}, 2) is None
+    assert _oom_note(states, {0, 1}, {"batch_size": 8}, _overrides(states, {0, 1}, {"batch_size": 8}, None, None),
+                     None) is None  # halved to 4
+
+
+@pytest.mark.fast
 def test_status_refuses_a_bad_by(tmp_path: Path) -> None:
     from oellm.errors import OellmError
 

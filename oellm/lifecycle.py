@@ -21,15 +21,16 @@ from oellm.status import View, job_ids, to_json, to_text
 
 WATCH_INTERVAL_S = float(os.environ.get("OELLM_WATCH_INTERVAL_S", "15"))
 RECENT_RUNS = 20
-_ETA_SAMPLE = 200  # done records read for the mean time per row
+_ETA_SAMPLE = 50  # done records read for the mean time per row
 
 
 def _records(run: RunDir, skip: set[str]) -> tuple[dict[str, dict[str, Any]], float | None]:
     """State records of rows not in `skip` (done), and the mean wall time of a sample of done ones."""
     records: dict[str, dict[str, Any]] = {}
     walls: list[float] = []
+    folder = str(run.states)
     try:
-        names = [e.name for e in os.scandir(run.states) if e.name.endswith(".json") and not e.name.startswith(".")]
+        names = [e.name for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith(".")]
     except FileNotFoundError:
         names = []
     for name in names:
@@ -37,7 +38,7 @@ def _records(run: RunDir, skip: set[str]) -> tuple[dict[str, dict[str, Any]], fl
         if row_id in skip and len(walls) >= _ETA_SAMPLE:
             continue
         try:
-            rec = read_json(run.states / name)
+            rec = read_json(os.path.join(folder, name))  # no Path per file: 3000 records in a big run
         except (OSError, ValueError):
             continue
         if row_id in skip:

@@ -147,7 +147,7 @@ def write_json(path: Path, data: Any) -> None:
         json.dump(data, fh, indent=1, default=str)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path | str) -> Any:
     with open(path) as fh:
         return json.load(fh)
 

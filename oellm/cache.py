@@ -176,6 +176,9 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
             f"{hub_cache(env).parent} (cluster {cluster.name})")
         online = {k: v for k, v in env.items() if k not in OFFLINE}  # the login node is online
         for res in run_fetch("fetch", to_fetch, ds_fetch, online):
+            if res.get("hub_down"):
+                raise OellmError(f"{res['hub_down']} ({len(to_fetch)} model(s) and {len(ds_fetch)} dataset(s) "
+                                 "to fetch; nothing was downloaded)")
             if res.get("error"):
                 errors.append(res["error"])
             elif res["kind"] == "model":

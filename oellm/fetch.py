@@ -113,7 +113,7 @@ def fetch_dataset(item: dict[str, Any], offline: bool) -> dict[str, Any]:
     """An online load_dataset builds the Arrow cache an offline one needs (a snapshot alone is not enough)."""
     import datasets
 
-    label = f"task {', '.join(item['tasks'])}: dataset {item['path']}" + (f" ({item['name']})" if item["name"] else "")
+    label = _ds_label(item)
     err = None
     for attempt in range(1, (1 if offline else RETRIES) + 1):
         try:
@@ -162,12 +162,40 @@ def check_model(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def _ds_label(item: dict[str, Any]) -> str:
+    return f"task {', '.join(item['tasks'])}: dataset {item['path']}" + (f" ({item['name']})" if item["name"] else "")
+
+
+def _needs_hub(kind: str, item: dict[str, Any]) -> bool:
+    return kind == "model" or not Path(str(item["path"])).expanduser().exists()
+
+
+def hub_unreachable(timeout: float = 10) -> str | None:
+    """Why the Hub cannot be reached, or None. One request first: unreachable, huggingface_hub and datasets
+    retry every file and dataset with backoff (76 s for one model and one dataset when DNS fails)."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # an answer, even 4xx/5xx: the network is there; the real requests say more
+    except (OSError, ValueError) as e:  # URLError, timeouts, refused, bad URL
+        reason = getattr(e, "reason", e)
+        return (f"cannot reach the Hub at {endpoint} ({type(reason).__name__}: {_short(reason)}); pre-caching "
+                "needs network on the login node: check HTTPS_PROXY/HF_ENDPOINT, or run where the Hub is reachable")
+    return None
+
+
 def _not_found(e: Exception) -> bool:
     return type(e).__name__ in ("DatasetNotFoundError", "RepositoryNotFoundError", "FileNotFoundError",
                                 "RevisionNotFoundError", "GatedRepoError")
 
 
-def _short(e: Exception) -> str:
+def _short(e: object) -> str:
     return " ".join(str(e).split())[:300]
 
 
@@ -178,9 +206,13 @@ def main(job_path: str, out_path: str) -> None:
     offline = job["mode"] == "check"
     todo = [("model", m) for m in job["models"]] + [("dataset", d) for d in job["datasets"]]
     results = []
+    down = None if offline or not any(_needs_hub(k, i) for k, i in todo) else hub_unreachable()
     for kind, item in tqdm(todo, desc="pre-cache" if not offline else "offline check", unit="item",
                            file=sys.stderr, disable=len(todo) < 2):
-        if kind == "model":
+        if down and _needs_hub(kind, item):
+            label = f"model {item['repo']}@{item.get('revision') or 'main'}" if kind == "model" else _ds_label(item)
+            res = {**item, "error": f"{label}: not fetched", "hub_down": down}
+        elif kind == "model":
             res = check_model(item) if offline else fetch_model(item)
         else:
             res = fetch_dataset(item, offline)

@@ -236,3 +236,27 @@ def test_group_resolves_to_leaf_datasets_each_once(tiny_tasks: Path, tmp_path: P
     write_hub_task(tasks, "hub_b", "org/tinyds")
     _, _, items = wanted([row("org/tiny", task="hub_a"), row("org/tiny", task="hub_b")], [str(tasks)])
     assert [(i["path"], i["tasks"]) for i in items] == [("org/tinyds", ["hub_a", "hub_b"])]
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_an_unreachable_hub_fails_fast_with_one_line(hub: Hub, hub_tasks: Path, local, monkeypatch, kind):
+    """Without the probe, huggingface_hub and datasets retry each item with backoff: 76 s for one model and
+    one dataset when DNS fails, minutes when packets are dropped."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # "silent": accepts connections, never answers (a firewall that drops)
+        sock.bind(("127.0.0.1", 0))
+        if kind == "silent":
+            sock.listen(8)
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        t0 = time.monotonic()
+        with pytest.raises(OellmError) as e:
+            precache([row("org/tiny")], local, [str(hub_tasks)], log=lambda s: None)
+        took = time.monotonic() - t0
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"cannot reach the Hub at {endpoint} ")
+    assert "(1 model(s) and 1 dataset(s) to fetch; nothing was downloaded)" in msg, msg
+    assert ("timed out" in msg) == (kind == "silent") and took < 60, (msg, took)
+    assert not (hub.home / "hub" / "models--org--tiny").exists()

@@ -70,7 +70,8 @@ def main() -> None:
         fan_out(source, files, a.files)
         print(f"generated {a.files} result files ({source.stat().st_size} bytes each) in {time.perf_counter() - t:.1f} s")
 
-    from oellm.collect import _cpus, collect, write_table
+    from oellm.collect import write_table
+    from oellm.gather import collect, cpus
 
     t, cpu0 = time.perf_counter(), os.times()
     got = collect([files])
@@ -81,7 +82,7 @@ def main() -> None:
     cpu = sum(cpu1[i] - cpu0[i] for i in range(4))
     print(f"collect-results: {got.n_files} files -> {len(got.table)} rows, {len(got.problems)} problems, "
           f"{len(got.superseded)} superseded; read+tidy {t_read:.2f} s, with parquet {total:.2f} s "
-          f"(target < 10 s) on {_cpus()} cores; CPU {cpu:.1f} s in all processes, "
+          f"(target < 10 s) on {cpus()} cores; CPU {cpu:.1f} s in all processes, "
           f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows the wall time)")
 
 

@@ -18,27 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_models import mc_task_yaml
 from tests.hub_server import HubServer
 
 OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
-_HUB_TASK = """\
-task: {name}
-dataset_path: {path}
-output_type: multiple_choice
-training_split: train
-fewshot_split: train
-test_split: test
-doc_to_text: "{{{{query}}}}"
-doc_to_target: "{{{{label}}}}"
-doc_to_choice: "{{{{choices}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
 
 
 @dataclass
@@ -74,7 +58,7 @@ def tiny_dataset_files(seed: int = 7) -> dict[str, bytes]:
 def write_hub_task(dest: Path, name: str, dataset: str) -> Path:
     """A task YAML reading `dataset` from the hub (dest is an --lm_eval_include_path dir)."""
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{name}.yaml").write_text(_HUB_TASK.format(name=name, path=dataset))
+    (dest / f"{name}.yaml").write_text(mc_task_yaml(name, f"dataset_path: {dataset}\n"))
     return dest
 
 

@@ -72,12 +72,7 @@ def build_tiny_model(dest: Path) -> Path:
 
 _MC_TASK = """\
 task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    train: {train}
-    test: {test}
-output_type: multiple_choice
+{source}output_type: multiple_choice
 training_split: train
 fewshot_split: train
 test_split: test
@@ -94,6 +89,12 @@ doc_to_choice: "{{{{choices}}}}"
 metadata:
   version: 1.0
 """
+
+
+def mc_task_yaml(name: str, source: str, extra: str = "") -> str:
+    """A multiple-choice task over query/choices/label docs; `source` holds its dataset_* lines."""
+    return _MC_TASK.format(name=name, source=source, extra=extra)
+
 
 _GROUP = """\
 group: tiny_group
@@ -152,7 +153,8 @@ def build_tiny_tasks(dest: Path) -> Path:
             files[split] = data / f"{name}_{split}.jsonl"
             files[split].write_text("".join(json.dumps(d) + "\n" for d in _docs(rng, n)))
         (dest / f"{name}.yaml").write_text(
-            _MC_TASK.format(name=name, train=files["train"], test=files["test"], extra=_EXTRA[name]))
+            mc_task_yaml(name, f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    train: {files['train']}\n"
+                               f"    test: {files['test']}\n", _EXTRA[name]))
     (dest / "_tiny_group.yaml").write_text(_GROUP)
     (dest / "utils.py").write_text(_UTILS)
     return dest

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from oellm import collect as collect_mod
-from oellm.collect import collect, collect_results, missing_rows, write_missing
+from oellm import gather as gather_mod
+from oellm.collect import collect_results, missing_rows, write_missing
 from oellm.errors import OellmError
+from oellm.gather import collect
 from oellm.plan import rows_from_csv
 from oellm.results import leaderboard, to_markdown
 from oellm.rundir import EvalRow, write_jobs, write_json
@@ -278,10 +279,10 @@ def test_run_dirs_nested_in_a_folder_and_the_process_pool(tmp_path: Path, monkey
     folder(run.results, {f"{r.row_id}.json": fake(r, "2025-01-01") for r in rows})
     write_jobs(run.jobs, rows)
     serial = collect([tmp_path / "runs"], workers=1).table
-    monkeypatch.setattr(collect_mod, "PARALLEL_FROM", 2)
-    monkeypatch.setattr(collect_mod, "_CHUNK", 7)
+    monkeypatch.setattr(gather_mod, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(gather_mod, "_CHUNK", 7)
     pooled = collect([tmp_path / "runs"], workers=2).table
-    monkeypatch.setattr(collect_mod, "_json_loads", json.loads)  # the stdlib path, where orjson is missing
+    monkeypatch.setattr(gather_mod, "_json_loads", json.loads)  # the stdlib path, where orjson is missing
     stdlib = collect([tmp_path / "runs"], workers=1).table
     assert len(serial) == 60 and set(serial.cluster) == {"lumi"} and serial.equals(pooled) and serial.equals(stdlib)
 

@@ -204,7 +204,10 @@ def _output_root(output_dir: Path | None, cluster: str | None) -> Path:
         from oellm.clusters import ClusterConfig
 
         return output_root(req, ClusterConfig(name="none"))
-    return output_root(req, detect_cluster(load_clusters(None), cluster))
+    try:
+        return output_root(req, detect_cluster(load_clusters(None), cluster))
+    except OellmError as e:  # listing runs needs only a folder: say that first
+        raise OellmError(f"which runs? pass a run dir (`oellm status RUN_DIR`) or --output_dir DIR; {e}") from None
 
 
 def slurm_manifest(run: RunDir, what: str) -> dict[str, Any]:

@@ -393,3 +393,18 @@ def test_a_requeued_row_says_so_while_it_waits_to_run_again() -> None:
         ("pending", "requeued by SLURM 1 time(s) (node failure or preemption)"),
         ("running", "requeued by SLURM 2 time(s) (node failure or preemption)")]
     assert st.requeued(got) == got
+
+
+@pytest.mark.fast
+def test_status_without_a_run_on_an_unknown_host_says_what_to_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oellm import clusters
+    from oellm.errors import OellmError
+    from oellm.lifecycle import status
+
+    monkeypatch.delenv("OELLM_CLUSTER", raising=False)
+    monkeypatch.delenv("EVAL_OUTPUT_DIR", raising=False)
+    monkeypatch.setattr(clusters.socket, "gethostname", lambda: "login.nowhere.example")
+    monkeypatch.setattr(clusters.shutil, "which", lambda name: f"/usr/bin/{name}")  # a SLURM site we do not know
+    with pytest.raises(OellmError, match=r"^which runs\? pass a run dir \(`oellm status RUN_DIR`\) or --output_dir "
+                                         r"DIR; host 'login.nowhere.example' matches no known cluster"):
+        status()

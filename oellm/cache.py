@@ -53,21 +53,25 @@ def row_revision(model_args: str) -> str | None:
     return args.get("revision")
 
 
-def wanted(rows: Sequence[EvalRow], include_paths: Sequence[str]) -> tuple[list[dict], list[str], list[dict]]:
-    """(hub models, local model dirs, datasets) the rows need, each once; datasets list their tasks."""
+def wanted(rows: Sequence[EvalRow], include_paths: Sequence[str]
+           ) -> tuple[list[dict], list[str], list[dict], list[str]]:
+    """(hub models, local model dirs, datasets, tasks whose dataset no YAML names) the rows need, each
+    once; datasets list their tasks."""
     from oellm.tasks import task_datasets
 
     models = sorted({(r.model, row_revision(r.model_args) or "") for r in rows if not is_local(r.model)})
     local = sorted({r.model for r in rows if is_local(r.model)})
     by_key: dict[str, dict] = {}
+    opaque = []
     for task, ds in task_datasets(sorted({r.task for r in rows}), list(include_paths)).items():
         if ds is None:
+            opaque.append(task)
             continue
         item = {"path": ds["dataset_path"], "name": ds["dataset_name"], "kwargs": ds["dataset_kwargs"]}
         key = json.dumps(item, sort_keys=True, default=str)
         by_key.setdefault(key, {**item, "key": hashlib.sha1(key.encode()).hexdigest()[:16], "tasks": []})
         by_key[key]["tasks"].append(task)
-    return [{"repo": m, "revision": r or None} for m, r in models], local, list(by_key.values())
+    return [{"repo": m, "revision": r or None} for m, r in models], local, list(by_key.values()), opaque
 
 
 def check_local_model(path: str) -> str | None:
@@ -147,7 +151,11 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
     resolved commits: {model: commit} for rows without a revision (what the worker pins) and
     {"model@rev": commit} for rows naming a branch or tag (provenance). One OellmError lists every failure."""
     env = cache_env(cluster)
-    models, local, datasets = wanted(rows, include_paths)
+    models, local, datasets, opaque = wanted(rows, include_paths)
+    if opaque:
+        log(f"note: {len(opaque)} task(s) build their own data (a Python task class or custom_dataset), which "
+            f"oellm cannot pre-fetch: {', '.join(opaque[:5])}{' ...' if len(opaque) > 5 else ''}; if they "
+            "download at run time they fail on offline compute nodes")
     table: list[tuple[str, str, int]] = []
     errors = [e for e in map(check_local_model, local) if e]
     table += [(f"model {m}", "local", 0) for m in local]
@@ -227,7 +235,7 @@ def check_cache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: 
     """What a worker would miss: each hub model's config and tokenizer and each dataset loaded in a
     subprocess with the offline flags and the worker's cache paths. [] when all is there."""
     env = {**cache_env(cluster), **OFFLINE}
-    models, local, datasets = wanted(rows, include_paths)
+    models, local, datasets, _ = wanted(rows, include_paths)
     missing = [e for e in map(check_local_model, local) if e]
     for m in models:
         m["revision"] = m["revision"] or (revisions or {}).get(m["repo"])

@@ -234,8 +234,17 @@ def test_group_resolves_to_leaf_datasets_each_once(tiny_tasks: Path, tmp_path: P
     assert ds["tiny_mc_a"]["dataset_path"] == "json" and ds["tiny_mc_a"]["dataset_kwargs"]["data_files"]["test"]
     tasks = write_hub_task(tmp_path / "t", "hub_a", "org/tinyds")
     write_hub_task(tasks, "hub_b", "org/tinyds")
-    _, _, items = wanted([row("org/tiny", task="hub_a"), row("org/tiny", task="hub_b")], [str(tasks)])
-    assert [(i["path"], i["tasks"]) for i in items] == [("org/tinyds", ["hub_a", "hub_b"])]
+    _, _, items, opaque = wanted([row("org/tiny", task="hub_a"), row("org/tiny", task="hub_b")], [str(tasks)])
+    assert [(i["path"], i["tasks"]) for i in items] == [("org/tinyds", ["hub_a", "hub_b"])] and opaque == []
+
+
+def test_tasks_that_build_their_own_data_are_named(hub: Hub, hub_tasks: Path, local):
+    (hub_tasks / "own_data.yaml").write_text((hub_tasks / "hub_mc.yaml").read_text().replace(
+        "task: hub_mc", "task: own_data").replace("dataset_path: org/tinyds", "custom_dataset: !function x.make"))
+    said: list[str] = []
+    precache([row("org/tiny", task="own_data"), row("org/tiny")], local, [str(hub_tasks)], log=said.append)
+    assert said[0] == "note: 1 task(s) build their own data (a Python task class or custom_dataset), which oellm " \
+        "cannot pre-fetch: own_data; if they download at run time they fail on offline compute nodes", said
 
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])

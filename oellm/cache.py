@@ -153,9 +153,9 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
     env = cache_env(cluster)
     models, local, datasets, opaque = wanted(rows, include_paths)
     if opaque:
-        log(f"note: {len(opaque)} task(s) build their own data (a Python task class or custom_dataset), which "
-            f"oellm cannot pre-fetch: {', '.join(opaque[:5])}{' ...' if len(opaque) > 5 else ''}; if they "
-            "download at run time they fail on offline compute nodes")
+        log(f"note: {len(opaque)} task(s) load their data with their own code (a Python task class or "
+            f"custom_dataset), which the pre-cache cannot see: {', '.join(opaque[:5])}"
+            f"{' ...' if len(opaque) > 5 else ''}; it must not need the network (the workers run offline)")
     table: list[tuple[str, str, int]] = []
     errors = [e for e in map(check_local_model, local) if e]
     table += [(f"model {m}", "local", 0) for m in local]

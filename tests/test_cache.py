@@ -243,8 +243,9 @@ def test_tasks_that_build_their_own_data_are_named(hub: Hub, hub_tasks: Path, lo
         "task: hub_mc", "task: own_data").replace("dataset_path: org/tinyds", "custom_dataset: !function x.make"))
     said: list[str] = []
     precache([row("org/tiny", task="own_data"), row("org/tiny")], local, [str(hub_tasks)], log=said.append)
-    assert said[0] == "note: 1 task(s) build their own data (a Python task class or custom_dataset), which oellm " \
-        "cannot pre-fetch: own_data; if they download at run time they fail on offline compute nodes", said
+    assert said[0] == "note: 1 task(s) load their data with their own code (a Python task class or " \
+        "custom_dataset), which the pre-cache cannot see: own_data; it must not need the network (the workers " \
+        "run offline)", said
 
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])

@@ -191,5 +191,3 @@ def newest_wins(df: Any) -> tuple[Any, list[str]]:
     kept = order[~dup].drop(columns=["_direct", "_date", "_pos"]).sort_index().reset_index(drop=True)
     lost = set(order.loc[dup, "source"]) - set(kept["source"])
     return kept, sorted(lost)
-
-

@@ -57,10 +57,10 @@ def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None
         return
     groups = _groups(v.states, todo, manifest, cluster, fixed, gpus_per_task)
     overrides = _overrides(v.states, set(todo), manifest, batch_size, gpus_per_task)
-    queued = slurm.queued_jobs()
+    queued, max_array = slurm.queued_jobs(), slurm.max_array_size()
     plans = []
     for options, tasks in groups.items():
-        plan = arrays.plan_submission(tasks, cluster, slurm.max_array_size(), queued)
+        plan = arrays.plan_submission(tasks, cluster, max_array, queued)
         queued += plan.submitted
         plans.append((list(options), plan))
         kinds = ", ".join(f"{k} {n}" for k, n in st.counts(s for s in v.states if s.row.task_index in set(tasks))

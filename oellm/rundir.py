@@ -199,17 +199,12 @@ class RunDir:
         return out
 
     def done_ids(self) -> set[str]:
-        return {p.stem for p in _scan_json(self.results)}
-
-
-def _scan_json(folder: Path) -> Iterator[Path]:
-    try:
-        with os.scandir(folder) as it:
-            for e in it:
-                if e.name.endswith(".json") and not e.name.startswith("."):
-                    yield Path(e.path)
-    except FileNotFoundError:
-        return
+        """Row ids with a result file; names only (a Path per entry costs 0.25 s for 30k results)."""
+        try:
+            with os.scandir(self.results) as it:
+                return {e.name[:-5] for e in it if e.name.endswith(".json") and not e.name.startswith(".")}
+        except FileNotFoundError:
+            return set()
 
 
 def existing_results(output_root: Path) -> set[str]:
@@ -220,7 +215,7 @@ def existing_results(output_root: Path) -> set[str]:
     except FileNotFoundError:
         return done
     for run in runs:
-        done.update(p.stem for p in _scan_json(Path(run) / "results"))
+        done |= RunDir(Path(run)).done_ids()
     return done
 
 

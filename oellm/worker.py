@@ -98,16 +98,20 @@ def _give_up(ctx: _Context, rows: list[EvalRow], limit: int) -> int:
            f"(max_requeues {limit}); not run again: `oellm resubmit` retries it")
     log.error(msg)
     for row in rows:
-        ctx.run.write_state(row.row_id, {
-            "state": "failed", "error_kind": "requeue_limit", "error": msg, "log_tail": [], "host": ctx.env.host,
-            "started": utc_now(), "ended": utc_now(), "wall_s": 0.0, **_slurm_fields(ctx),
-            "attempt": _previous_attempt(ctx.run, row) + 1})
+        now = utc_now()
+        _write_record(ctx, row, "failed", "requeue_limit", msg, started=now, ended=now, wall_s=0.0,
+                      attempt=_previous_attempt(ctx.run, row) + 1)
     return len(rows)
 
 
-def _slurm_fields(ctx: _Context) -> dict[str, Any]:
-    return {"slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id,
-            "array_task_id": ctx.index, "slurm_restart_count": ctx.env.restart_count}
+def _write_record(ctx: _Context, row: EvalRow, state: str, kind: str | None, error: str, *, started: str,
+                  ended: str | None, wall_s: float | None, attempt: int, **extra: Any) -> None:
+    """A row's state record: what happened, where (host, SLURM ids, restarts) and the last log lines."""
+    ctx.run.write_state(row.row_id, {
+        "state": state, "error_kind": kind, "error": error, "log_tail": list(ctx.tail.lines),
+        "host": ctx.env.host, "started": started, "ended": ended, "wall_s": wall_s,
+        "slurm_job_id": ctx.env.job_id, "slurm_array_job_id": ctx.env.array_job_id, "array_task_id": ctx.index,
+        "slurm_restart_count": ctx.env.restart_count, "attempt": attempt, **extra})
 
 
 @contextmanager
@@ -213,11 +217,8 @@ def _evaluate_row(ctx: _Context, row: EvalRow, loaded: _Once, task_manager: _Onc
 
     def record(state: str, kind: str | None = None, error: str = "", **extra: Any) -> None:
         ended = None if state == "running" else utc_now()
-        ctx.run.write_state(row.row_id, {
-            "state": state, "error_kind": kind, "error": error, "log_tail": list(ctx.tail.lines),
-            "host": ctx.env.host, "started": started, "ended": ended,
-            "wall_s": None if ended is None else round(time.perf_counter() - t0, 3),
-            **_slurm_fields(ctx), "attempt": attempt, **extra})
+        _write_record(ctx, row, state, kind, error, started=started, ended=ended,
+                      wall_s=None if ended is None else round(time.perf_counter() - t0, 3), attempt=attempt, **extra)
 
     try:
         record("running")

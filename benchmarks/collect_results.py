@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from oellm.rundir import EvalRow  # noqa: E402
+from oellm.rows import EvalRow  # noqa: E402
 
 
 def real_result(work: Path) -> Path:
@@ -70,8 +70,8 @@ def main() -> None:
         fan_out(source, files, a.files)
         print(f"generated {a.files} result files ({source.stat().st_size} bytes each) in {time.perf_counter() - t:.1f} s")
 
-    from oellm.collect import write_table
-    from oellm.gather import collect, cpus
+    from oellm.results.gather import collect, cpus
+    from oellm.results.tables import write_table
 
     t, cpu0 = time.perf_counter(), os.times()
     got = collect([files])

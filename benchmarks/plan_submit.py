@@ -45,8 +45,9 @@ def main() -> None:
     ap.add_argument("--no-submit", action="store_true")
     args = ap.parse_args()
 
-    from oellm.schedule import Request, schedule
-    from oellm.tasks import task_index
+    from oellm.plan.request import Request
+    from oellm.schedule import schedule
+    from oellm.suites.lm_eval_tasks import task_index
 
     tasks = sorted(n for n, e in task_index([]).items() if e["type"] == "task")[: args.tasks]  # warms the cache
     tmp = Path(tempfile.mkdtemp(prefix="oellm-bench-"))

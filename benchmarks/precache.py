@@ -4,7 +4,7 @@
 
 Serves a local Hub (tests/hub_server.py): model `org/ckpt` with 50 commits (the checkpoints, pinned
 by commit hash in `revision=`) and 20 dataset repos, one per task. Fills the cache once (not timed),
-then times `oellm.cache.precache` over the 1000 rows in a fresh process, and counts the requests and
+then times `oellm.cache.precache.precache` over the 1000 rows in a fresh process, and counts the requests and
 bytes the server saw during it (targets: < 2 s, 0 requests). Also times the same sweep over 50 local
 checkpoint dirs, and the offline verification `check_cache` (a subprocess; reported, not a target).
 """
@@ -30,9 +30,9 @@ N_CKPT, N_TASKS = 50, 20
 TIMED = """
 import json, sys, time
 t0 = time.perf_counter()
-from oellm.cache import precache
+from oellm.cache.precache import precache
 from oellm.clusters import load_clusters
-from oellm.rundir import EvalRow
+from oellm.rows import EvalRow
 models, tasks, include = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 rows = [EvalRow(model=m, task=t, n_shot=0, model_args=a) for m, a in models for t in tasks]
 lines = []
@@ -100,7 +100,7 @@ def main() -> None:
               f"process wall incl. Python start {wall:.2f} s), {server.count()} requests, "
               f"{server.bytes_sent} bytes transferred; {res['summary']}")
     code = ("import json,sys,time; t0=time.perf_counter(); from oellm.cache import check_cache; "
-            "from oellm.clusters import load_clusters; from oellm.rundir import EvalRow; "
+            "from oellm.clusters import load_clusters; from oellm.rows import EvalRow; "
             f"rows=[EvalRow(model=m, task=t, n_shot=0, model_args=a) for m, a in {hub_models!r} for t in {tasks!r}]; "
             f"miss=check_cache(rows, load_clusters()['local'], [{str(work / 'tasks')!r}]); "
             "print(len(miss), round(time.perf_counter()-t0, 2))")

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 COMMANDS = ("sacct", "squeue", "sbatch", "scancel", "scontrol")
+# a small but complete result: status counts a result file as done only when it is not empty
+RESULT = '{\n "results": {"t": {"acc,none": 0.5}}\n}\n'
 TASKS_PER_CHUNK = 10  # the test cluster's MaxArraySize is 11
 
 
@@ -58,7 +60,7 @@ def make_run(root: Path, n_rows: int, n_chunks: int, job_ids: list[str]) -> Path
     for i, r in enumerate(rows):
         k = i % 100
         if k < 30:
-            (run.result_path(r.row_id)).write_text("{}")
+            (run.result_path(r.row_id)).write_text(RESULT)
             run.write_state(r.row_id, {"state": "done", "wall_s": 12.5, "slurm_array_job_id": subs[0]["job_id"]})
         elif k < 32:
             run.write_state(r.row_id, {"state": "failed", "error_kind": "exception", "error": "ValueError: x"})
@@ -90,7 +92,7 @@ def main() -> None:
         run = make_run(tmp / "runs", args.rows, args.chunks, ids)
         print(f"synthetic run: {args.rows} rows, {args.chunks * TASKS_PER_CHUNK} array tasks in {args.chunks} chunks "
               f"(real job ids {ids[0]}..{ids[-1]}), written in {time.perf_counter() - t0:.1f} s")
-        from oellm.lifecycle import status
+        from oellm.cli.commands import status
 
         times = []
         for _ in range(args.repeat):

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from oellm.rundir import EvalRow  # noqa: E402
+from oellm.rows import EvalRow  # noqa: E402
 from tests.fixtures_models import build_tiny_model, build_tiny_tasks, make_run_dir  # noqa: E402
 
 N_TASKS, SHOTS = 10, (0, 2)

@@ -60,6 +60,7 @@ class ClusterConfig:
     sbatch_options: dict[str, str] = field(default_factory=dict)
     local_workers: int | None = None
     max_requeues: int = 2  # SLURM requeues an array task after a node failure or preemption, this often
+    executor: str = "slurm"  # a module of oellm/executors: slurm, or local (this machine)
 
     @property
     def max_minutes(self) -> int:
@@ -71,7 +72,7 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
     "gpus_per_task": (int,), "gres": (str, type(None)), "cpus_per_task": (int,), "mem": (str, type(None)),
     "minutes_per_eval": (int, float), "max_time": (str,), "queue_limit": (int,), "max_array_size": (int,),
     "max_running": (int,), "output_root": (str, type(None)), "batch_size": (str, int),
-    "local_workers": (int, type(None)), "max_requeues": (int,),
+    "local_workers": (int, type(None)), "max_requeues": (int,), "executor": (str,),
 }
 _CONTAINER_TYPES: dict[str, tuple[type, ...]] = {
     "runtime": (str,), "image": (str,), "gpu_flag": (str, type(None)), "python": (str,), "binds": (list,),

@@ -11,6 +11,7 @@ import shlex
 from functools import lru_cache
 
 from oellm.clusters import ClusterConfig, format_minutes
+from oellm.offline import WORKER_ENV
 from oellm.resources import data_path
 
 TEMPLATE = "eval.sbatch.j2"
@@ -53,6 +54,6 @@ def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_m
     return _environment().get_template(TEMPLATE).render(
         run_dir=run_dir, job_name=job_name, log_dir=f"{run_dir}/slurm_logs",
         sbatch_flags=sbatch_flags(cluster, time_minutes), modules=list(cluster.modules),
-        env=sorted(cluster.env.items()), container=cluster.container, python=python,
+        env=sorted(cluster.env.items()), offline=list(WORKER_ENV.items()), container=cluster.container, python=python,
         binds=list(dict.fromkeys((*(cluster.container.binds if cluster.container else ()), *extra_binds))),
     )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -22,37 +20,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from oellm.errors import OellmError
+from oellm.rows import EvalRow
 
 JOBS_CSV = "jobs.csv"
 MANIFEST = "run.json"
 SBATCH_SCRIPT = "submit_evals.sbatch"
 RUN_STAMP_FORMAT = "%Y-%m-%d-%H-%M-%S"
+# A result is written whole (temp file, fsync, rename), so a smaller file (`{}`, zero bytes from a full
+# disk or a hand-made file) is no evaluation: the row is not done. The worker checks content in full.
+MIN_RESULT_BYTES = 32  # `{"results": {"t": {"acc,none": 1}}}` has 36
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp creates 0600 files, but results are meant to be shared
-
-
-@dataclass(frozen=True)
-class EvalRow:
-    """One evaluation: a model (with its lm-eval model args), a task or group, a shot count."""
-
-    model: str
-    task: str
-    n_shot: int
-    model_args: str = ""
-    limit: float | None = None
-    step: int | None = None  # training step of a checkpoint; provenance, not identity
-    task_index: int = -1  # the array task that evaluates this row; set by packing
-
-    @functools.cached_property
-    def row_id(self) -> str:
-        """Stable id: the same evaluation always gets the same id, in any run, on any cluster."""
-        limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
-        key = "\x1f".join((self.model, self.model_args, self.task, str(self.n_shot), limit))
-        return hashlib.sha1(key.encode()).hexdigest()[:16]
-
-    @property
-    def identity(self) -> tuple[str, str, str, int, float | None]:
-        return (self.model, self.model_args, self.task, self.n_shot, None if self.limit is None else float(self.limit))
 
 
 _COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "limit", "step"]
@@ -72,25 +50,35 @@ def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
         w.writerows(records())
 
 
-def read_jobs(path: Path) -> list[EvalRow]:
-    """Read jobs.csv back into rows; a row id that no longer matches its fields is a corrupt file."""
+def _records(path: Path) -> Iterator[tuple[int, dict[str, int], list[str]]]:
+    """The one jobs.csv reader: (line, column index, fields) per row, with one error for a missing or
+    malformed file; `read_jobs` and `read_job_refs` only pick their fields from it."""
     try:
         with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = []
+            reader = csv.reader(fh)
+            col = {name: i for i, name in enumerate(next(reader))}
+            missing = [c for c in _COLUMNS if c not in col]
+            if missing:
+                raise KeyError(", ".join(missing))
             for rec in reader:
-                row = EvalRow(
-                    model=rec["model"], model_args=rec["model_args"], task=rec["task"],
-                    n_shot=int(rec["n_shot"]), limit=float(rec["limit"]) if rec["limit"] else None,
-                    step=int(rec["step"]) if rec["step"] else None, task_index=int(rec["task_index"]),
-                )
-                if row.row_id != rec["row_id"]:
-                    raise OellmError(f"{path}: line {reader.line_num}: row_id {rec['row_id']} does not match its fields")
-                rows.append(row)
+                yield reader.line_num, col, rec
     except FileNotFoundError:
         raise OellmError(f"{path} not found: is this an oellm run directory?") from None
-    except (KeyError, ValueError) as e:
-        raise OellmError(f"{path} is not a valid jobs.csv ({e}); expected columns {', '.join(_COLUMNS)}") from None
+    except (StopIteration, KeyError, ValueError, IndexError) as e:
+        raise OellmError(f"{path} is not a valid jobs.csv ({e!r}); expected columns {', '.join(_COLUMNS)}") from None
+
+
+def read_jobs(path: Path) -> list[EvalRow]:
+    """Read jobs.csv back into rows; a row id that no longer matches its fields is a corrupt file."""
+    rows = []
+    for line, col, rec in _records(path):
+        f = dict(zip(col, (rec[i] for i in col.values()), strict=True))
+        row = EvalRow(model=f["model"], model_args=f["model_args"], task=f["task"], n_shot=int(f["n_shot"]),
+                      limit=float(f["limit"]) if f["limit"] else None, step=int(f["step"]) if f["step"] else None,
+                      task_index=int(f["task_index"]))
+        if row.row_id != f["row_id"]:
+            raise OellmError(f"{path}: line {line}: row_id {f['row_id']} does not match its fields")
+        rows.append(row)
     return rows
 
 
@@ -106,16 +94,14 @@ class JobRef(NamedTuple):
 
 def read_job_refs(path: Path) -> list[JobRef]:
     """Read jobs.csv for status (row ids trusted as written; `read_jobs` checks them)."""
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            col = {name: i for i, name in enumerate(next(reader))}
-            r, t, m, k, n = (col[c] for c in ("row_id", "task_index", "model", "task", "n_shot"))
-            return [JobRef(rec[r], int(rec[t]), rec[m], rec[k], int(rec[n])) for rec in reader]
-    except FileNotFoundError:
-        raise OellmError(f"{path} not found: is this an oellm run directory?") from None
-    except (StopIteration, KeyError, ValueError, IndexError) as e:
-        raise OellmError(f"{path} is not a valid jobs.csv ({e!r}); expected columns {', '.join(_COLUMNS)}") from None
+    out = []
+    idx = None
+    for _, col, rec in _records(path):
+        if idx is None:
+            idx = tuple(col[c] for c in ("row_id", "task_index", "model", "task", "n_shot"))
+        r, t, m, k, n = idx
+        out.append(JobRef(rec[r], int(rec[t]), rec[m], rec[k], int(rec[n])))
+    return out
 
 
 def _fmt_limit(limit: float) -> str:
@@ -126,14 +112,18 @@ def _fmt_limit(limit: float) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[Any]:
+def atomic_open(path: Path, mode: str = "w", fsync: bool = False) -> Iterator[Any]:
     """Write to a per-process temp name beside `path`, then rename: readers never see half a file,
-    and a process killed mid-write leaves only a `.tmp` file that nothing reads."""
+    and a process killed mid-write leaves only a `.tmp` file that nothing reads. `fsync` first puts
+    the bytes on disk, so a node crash cannot leave a renamed but empty file (results)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, newline="" if "b" not in mode else None) as fh:
             yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
@@ -177,6 +167,17 @@ class RunDir:
     def state_path(self, row_id: str) -> Path:
         return self.states / f"{row_id}.json"
 
+    def has_result(self, row_id: str) -> bool:
+        """A complete result: a JSON object with results (the worker's test before it skips a row; the
+        listing `done_ids` only looks at sizes, which is what a result written whole can be judged by)."""
+        path = self.result_path(row_id)
+        try:
+            if path.stat().st_size < MIN_RESULT_BYTES:
+                return False
+            return isinstance(read_json(path).get("results"), dict)
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def read_manifest(self) -> dict[str, Any]:
         try:
             return read_json(self.manifest)
@@ -199,10 +200,12 @@ class RunDir:
         return out
 
     def done_ids(self) -> set[str]:
-        """Row ids with a result file; names only (a Path per entry costs 0.25 s for 30k results)."""
+        """Row ids with a result file that is not empty (see `MIN_RESULT_BYTES`); names and sizes only:
+        parsing 30k results, or even a Path per entry (0.25 s), is too slow for `status`."""
         try:
             with os.scandir(self.results) as it:
-                return {e.name[:-5] for e in it if e.name.endswith(".json") and not e.name.startswith(".")}
+                return {e.name[:-5] for e in it if e.name.endswith(".json") and not e.name.startswith(".")
+                        and e.stat().st_size >= MIN_RESULT_BYTES}
         except FileNotFoundError:
             return set()
 
@@ -250,3 +253,21 @@ def creating(output_root: Path, name: str) -> Iterator[tuple[RunDir, Path]]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------- submissions recorded in run.json
+
+
+def job_ids(manifest: dict[str, Any]) -> list[str]:
+    """The SLURM job ids of every submission of a run, each once."""
+    return list(dict.fromkeys(str(s["job_id"]) for s in manifest.get("submissions") or []))
+
+
+def task_elements(submissions: Iterable[dict[str, Any]]) -> dict[int, str]:
+    """Global array task index -> `<job>_<local index>` of the latest submission that covers it."""
+    out: dict[int, str] = {}
+    for s in submissions:
+        offset, job = int(s["offset"]), s["job_id"]
+        for i in range(int(s["size"])):
+            out[offset + i] = f"{job}_{i}"
+    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -20,17 +19,6 @@ from pathlib import Path
 from oellm.errors import OellmError, SlurmError
 
 log = logging.getLogger(__name__)
-
-# sacct/squeue state names, defined once. A job in neither set (UNKNOWN, or a name a newer SLURM adds)
-# is neither running nor finished: callers must not count it as done.
-ACTIVE_STATES = frozenset({
-    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
-    "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED",
-})
-FINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-    "DEADLINE", "PREEMPTED", "REVOKED",
-})
 
 # Failures of the controller or the network, not of the request: worth retrying after a pause.
 # Strings from SLURM's src/common/slurm_errno.c, plus sbatch's own EAGAIN message.
@@ -56,11 +44,6 @@ _GONE = re.compile(r"already completing or completed|Invalid job id specified|Jo
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
 _MAX_BACKOFF_S = 60.0
 RETRY_BACKOFF_S = 2.0  # first pause before a retry; doubles each time
-
-
-def slurm_available() -> bool:
-    """True when this host has a SLURM client (sbatch on PATH)."""
-    return shutil.which("sbatch") is not None
 
 
 def run(argv: list[str], *, timeout: float = 60, retries: int = 0, backoff: float | None = None,

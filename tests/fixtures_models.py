@@ -25,13 +25,18 @@ from typing import Any
 
 import pytest
 
-from oellm.rundir import EvalRow, RunDir, creating, new_run_stamp, write_jobs, write_json
+from oellm.rows import EvalRow
+from oellm.rundir import RunDir, creating, new_run_stamp, write_jobs, write_json
 
 SEED = 1234
 _SUBJECTS = ["cat", "dog", "bird", "fish", "cow", "fox", "owl", "bee"]
 _VERBS = ["eats", "sees", "likes", "finds", "hears", "wants"]
 _OBJECTS = ["grass", "seeds", "milk", "bread", "water", "apples", "honey", "rice"]
 _SPECIALS = {"unk_token": "[UNK]", "pad_token": "[PAD]", "bos_token": "<s>", "eos_token": "</s>"}
+
+# The smallest result the worker could have written: what a row that "finished" looks like to status.
+A_RESULT = '{\n "results": {\n  "t": {\n   "acc,none": 0.5,\n   "acc_stderr,none": 0.1\n  }\n }\n}\n'
+
 
 
 def _docs(rng: random.Random, n: int) -> list[dict[str, Any]]:

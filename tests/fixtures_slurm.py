@@ -31,6 +31,7 @@ import pytest
 
 from oellm import slurm
 from oellm.errors import OellmError, SlurmError
+from oellm.runs.states import FINAL_STATES
 from tests.conftest import missing_part
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,9 +178,9 @@ def _all_final(job_ids: Sequence[str], queued: dict[str, str], states: dict[str,
     """
     if any(not any(k == j or k.startswith(f"{j}_") for k in states) for j in job_ids):
         return False
-    if any(s not in slurm.FINAL_STATES for s in states.values()):
+    if any(s not in FINAL_STATES for s in states.values()):
         return False
-    return all(s in slurm.FINAL_STATES and states.get(e) in slurm.FINAL_STATES for e, s in queued.items())
+    return all(s in FINAL_STATES and states.get(e) in FINAL_STATES for e, s in queued.items())
 
 
 def wait_for_jobs(job_ids: Sequence[str], timeout: float = 60, *, start: str = "now-1days",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from oellm.cache import check_cache, precache
+from oellm.cache.precache import check_cache, precache
 from oellm.clusters import load_clusters
 from oellm.errors import OellmError
-from oellm.rundir import EvalRow
+from oellm.rows import EvalRow
 from tests.fixtures_hub import OFFLINE_FLAGS, Hub, write_hub_task
 from tests.fixtures_models import make_run_dir
 
@@ -195,14 +195,15 @@ def test_schedule_refuses_and_submits_nothing_when_a_dataset_is_missing(hub: Hub
 
 
 def test_check_cache_cmd_reports_offline_gaps(hub: Hub, hub_tasks: Path, local, monkeypatch):
-    from oellm.cache import check_cache_cmd
+    from oellm.cli.commands import check_cache as check_cache_command
+    from oellm.plan.request import Selection
 
     precache([row("org/tiny")], local, [str(hub_tasks)], log=lambda s: None)
     go_offline(hub, monkeypatch)
-    check_cache_cmd(models="org/tiny", tasks="hub_mc", lm_eval_include_path=str(hub_tasks), cluster="local")
+    check_cache_command(Selection(models="org/tiny", tasks="hub_mc", lm_eval_include_path=str(hub_tasks), cluster="local"))
     with pytest.raises(OellmError, match=r"1 item\(s\) missing.*org/tiny@nope"):
-        check_cache_cmd(models="org/tiny,revision=nope", tasks="hub_mc", lm_eval_include_path=str(hub_tasks),
-                        cluster="local")
+        check_cache_command(Selection(models="org/tiny,revision=nope", tasks="hub_mc",
+                                      lm_eval_include_path=str(hub_tasks), cluster="local"))
 
 
 def test_leftovers_of_a_killed_precache_are_cleaned_up(hub: Hub, hub_tasks: Path, local, hub_model_files):
@@ -226,8 +227,8 @@ def test_leftovers_of_a_killed_precache_are_cleaned_up(hub: Hub, hub_tasks: Path
 
 
 def test_group_resolves_to_leaf_datasets_each_once(tiny_tasks: Path, tmp_path: Path):
-    from oellm.cache import wanted
-    from oellm.tasks import task_datasets
+    from oellm.cache.precache import wanted
+    from oellm.suites.lm_eval_tasks import task_datasets
 
     ds = task_datasets(["tiny_group"], [str(tiny_tasks)])
     assert sorted(ds) == ["tiny_mc_a", "tiny_mc_b"]

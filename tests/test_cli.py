@@ -91,7 +91,10 @@ def test_rows_done_in_any_run_are_skipped_unless_forced(tmp_path):
     assert oellm(*args).returncode == 0
     (first,) = (tmp_path / "runs").iterdir()
     row_id = (first / "jobs.csv").read_text().splitlines()[1].split(",")[0]
-    (first / "results" / f"{row_id}.json").write_text("{}")  # as if that row had finished
+    result = first / "results" / f"{row_id}.json"
+    result.write_text("{}")  # an empty result (a full disk, a hand-made file) is no evaluation
+    assert "skipping" not in oellm(*args).stdout
+    result.write_text(json.dumps({"results": {"hellaswag": {"acc,none": 0.25, "acc_stderr,none": 0.01}}}))
     again = oellm(*args)
     assert again.returncode == 0 and "skipping 1 of 2 row(s) with results already under" in again.stdout
     assert "rows:      1 = 1 model(s) x 1 task(s)" in again.stdout

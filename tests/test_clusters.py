@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from oellm import arrays
 from oellm.clusters import detect_cluster, load_clusters, require_resolved
 from oellm.errors import OellmError
-from oellm.rundir import EvalRow
+from oellm.plan import packing as arrays
+from oellm.rows import EvalRow
 
 pytestmark = pytest.mark.fast
 

@@ -16,14 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from oellm import gather as gather_mod
-from oellm.collect import collect_results, missing_rows, write_missing
 from oellm.errors import OellmError
-from oellm.gather import collect
-from oellm.plan import rows_from_csv
-from oellm.results import leaderboard, to_markdown
-from oellm.rundir import EvalRow, write_jobs, write_json
+from oellm.plan.expand import rows_from_csv
+from oellm.results import gather as gather_mod
+from oellm.results.collect import Collect, missing_rows, write_missing
+from oellm.results.collect import collect_results as _collect_results
+from oellm.results.gather import collect
+from oellm.results.tables import leaderboard, to_markdown
+from oellm.rows import EvalRow
+from oellm.rundir import write_jobs, write_json
 from tests.fixtures_models import make_run_dir
+
+
+def collect_results(run_dirs, **options):
+    return _collect_results(Collect(run_dirs, **options))
+
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 4
@@ -295,7 +302,6 @@ def test_cli_signature_parses_lists_and_bare_flags(tmp_path: Path, monkeypatch: 
 
     run = make_run_dir(tmp_path, [A, B])
     other = folder(tmp_path / "copied", {"b.json": fake(B, "2025-01-01")})
-    monkeypatch.setitem(cli.COMMANDS, "collect-results", collect_results)
     cli.main(["collect-results", "--run_dirs", f"{run.path},{other}", "--format", "markdown", *flag])
     out = capsys.readouterr().out
     assert out.startswith("| model | t1 acc_norm |\n") and "1 planned evaluation(s) without a result" in out

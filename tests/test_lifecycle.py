@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from oellm import slurm
-from oellm import status as st
-from oellm.lifecycle import list_runs, show
-from oellm.rundir import EvalRow, JobRef, RunDir, read_jobs
-from tests.fixtures_models import build_tiny_tasks, make_run_dir
+from oellm.rows import EvalRow
+from oellm.rundir import JobRef, RunDir, read_jobs
+from oellm.runs import states as st
+from oellm.runs.view import list_runs, show
+from tests.fixtures_models import A_RESULT, build_tiny_tasks, make_run_dir
 from tests.fixtures_slurm import queue_states, wait_for_jobs
 from tests.test_schedule_slurm import clusters_file
 
@@ -138,7 +139,7 @@ def test_status_of_a_local_run_text_json_and_by_model(tmp_path: Path, capsys: py
     rows = [EvalRow("m1", "a", 0, task_index=0), EvalRow("m1", "b", 0, task_index=0),
             EvalRow("m2", "a", 0, task_index=1)]
     run = make_run_dir(tmp_path, rows)
-    (run.result_path(rows[0].row_id)).write_text("{}")
+    (run.result_path(rows[0].row_id)).write_text(A_RESULT)
     run.write_state(rows[0].row_id, {"state": "done", "wall_s": 30.0})
     run.write_state(rows[1].row_id, failed(error="ValueError: tiny_raises: deliberate failure"))
     lines: list[str] = []
@@ -158,18 +159,18 @@ def test_status_of_a_local_run_text_json_and_by_model(tmp_path: Path, capsys: py
 
 @pytest.mark.fast
 def test_watch_refreshes_until_no_row_is_pending_or_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import oellm.lifecycle
+    import oellm.runs.view
 
     rows = [EvalRow("m1", "a", 0, task_index=0), EvalRow("m1", "b", 0, task_index=0)]
     run = make_run_dir(tmp_path, rows)
     run.write_state(rows[0].row_id, {"state": "running"})
-    monkeypatch.setattr(oellm.lifecycle, "WATCH_INTERVAL_S", 0.01)
+    monkeypatch.setattr(oellm.runs.view, "WATCH_INTERVAL_S", 0.01)
     seen: list[str] = []
 
     def out(text: str) -> None:  # the rows move on while the user watches
         seen.append(text)
         if len(seen) == 1:
-            run.result_path(rows[0].row_id).write_text("{}")
+            run.result_path(rows[0].row_id).write_text(A_RESULT)
             run.write_state(rows[1].row_id, {"state": "running"})
         elif len(seen) == 3:
             run.write_state(rows[1].row_id, failed())
@@ -185,7 +186,7 @@ def test_watch_refreshes_until_no_row_is_pending_or_running(tmp_path: Path, monk
 
 @pytest.mark.fast
 def test_oom_rows_get_half_the_batch_size_and_an_explicit_one_wins() -> None:
-    from oellm.resubmit import _overrides
+    from oellm.runs.resubmit import _overrides
 
     states = [st.RowState(ref(0, 0), "oom"), st.RowState(ref(1, 1), "failed"), st.RowState(ref(2, 2), "oom")]
     manifest = {"batch_size": 8, "task_overrides": {"2": {"batch_size": 2}}}
@@ -198,7 +199,7 @@ def test_oom_rows_get_half_the_batch_size_and_an_explicit_one_wins() -> None:
 
 @pytest.mark.fast
 def test_oom_tasks_that_would_get_nothing_different_are_pointed_out() -> None:
-    from oellm.resubmit import _oom_note, _overrides
+    from oellm.runs.resubmit import _oom_note, _overrides
 
     states = [st.RowState(ref(0, 0), "oom"), st.RowState(ref(1, 1), "oom")]
     manifest = {"batch_size": "auto", "task_overrides": {"1": {"batch_size": 1}}}
@@ -338,7 +339,7 @@ def test_cancel_empties_the_queue_of_every_chunk_and_status_says_so(slurm_cluste
         assert (doc["counts"]["pending"], doc["counts"]["not submitted"]) == (sent, 5 - sent), doc
         c = oellm("cancel", "--run_dir", str(run.path))
         assert c.returncode == 0 and f"cancelled {len(ids)} array job(s) of {run.path}" in c.stdout, c.stdout + c.stderr
-        assert all(s not in slurm.ACTIVE_STATES for s in queue_states(ids).values())
+        assert all(s not in st.ACTIVE_STATES for s in queue_states(ids).values())
         assert run.read_manifest()["cancelled"]
         doc = wait_until(lambda: (d := status_json(run))["counts"]["cancelled"] == sent and d, 30,
                          "sacct: cancelled")
@@ -369,7 +370,7 @@ def test_status_without_accounting_says_so_in_one_line(slurm_cluster, slurm_down
 @pytest.mark.fast
 def test_resubmit_doubles_the_time_limit_of_timed_out_tasks_only() -> None:
     from oellm.clusters import build_cluster
-    from oellm.resubmit import _groups, last_minutes
+    from oellm.runs.resubmit import _groups, last_minutes
 
     cluster = build_cluster("c", {"max_time": "02:00:00"}, "test")
     manifest = {"time_limit": "00:40:00", "submissions": [
@@ -398,8 +399,8 @@ def test_a_requeued_row_says_so_while_it_waits_to_run_again() -> None:
 @pytest.mark.fast
 def test_status_without_a_run_on_an_unknown_host_says_what_to_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     from oellm import clusters
+    from oellm.cli.commands import status
     from oellm.errors import OellmError
-    from oellm.lifecycle import status
 
     monkeypatch.delenv("OELLM_CLUSTER", raising=False)
     monkeypatch.delenv("EVAL_OUTPUT_DIR", raising=False)

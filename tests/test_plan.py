@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from oellm import plan
 from oellm.errors import OellmError
-from oellm.rundir import EvalRow, read_jobs, write_jobs
+from oellm.plan import expand as plan
+from oellm.rows import EvalRow, ModelRef
+from oellm.rundir import read_jobs, write_jobs
 
 pytestmark = pytest.mark.fast
 
@@ -20,9 +21,9 @@ def make_model(path: Path) -> Path:
 
 def test_models_with_args_attach_to_the_model_before():
     specs = plan.parse_models("org/a,org/b,revision=step100,dtype=float16, gpt2")
-    assert specs == [plan.ModelSpec("org/a"), plan.ModelSpec("org/b", "revision=step100,dtype=float16"),
-                     plan.ModelSpec("gpt2")]
-    assert plan.parse_models(["org/a", "org/b"]) == [plan.ModelSpec("org/a"), plan.ModelSpec("org/b")]
+    assert specs == [ModelRef("org/a"), ModelRef("org/b", "revision=step100,dtype=float16"),
+                     ModelRef("gpt2")]
+    assert plan.parse_models(["org/a", "org/b"]) == [ModelRef("org/a"), ModelRef("org/b")]
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -37,7 +38,7 @@ def test_bad_model_args(bad, words):
 
 def test_shell_metacharacters_in_model_name_are_refused():
     with pytest.raises(OellmError, match="neither an existing local directory nor a Hugging Face id"):
-        plan.expand_model(plan.ModelSpec("org/m;rm -rf $HOME"))
+        plan.expand_model(ModelRef("org/m;rm -rf $HOME"))
 
 
 def test_shots_and_tasks():
@@ -56,19 +57,19 @@ def test_checkpoints_expand_sorted_by_step_with_filters(tmp_path):
         make_model(run / name)
     (run / "checkpoint-9999").mkdir()  # no weights: ignored
     (run / "logs").mkdir()
-    got = plan.expand_model(plan.ModelSpec(str(run)))
-    assert [s for _, s in got] == [200, 500, 1000, 3000, 4000]
-    assert got[0][0] == str(run / "checkpoint-200")
-    assert [s for _, s in plan.expand_model(plan.ModelSpec(str(run)), stride=2)] == [200, 1000, 4000]
-    assert [s for _, s in plan.expand_model(plan.ModelSpec(str(run)), last_n=2)] == [3000, 4000]
+    got = plan.expand_model(ModelRef(str(run)))
+    assert [m.step for m in got] == [200, 500, 1000, 3000, 4000]
+    assert got[0].name == str(run / "checkpoint-200") and got[0].kind == "checkpoint"
+    assert [m.step for m in plan.expand_model(ModelRef(str(run)), stride=2)] == [200, 1000, 4000]
+    assert [m.step for m in plan.expand_model(ModelRef(str(run)), last_n=2)] == [3000, 4000]
 
 
 def test_missing_and_empty_model_dirs(tmp_path):
     with pytest.raises(OellmError, match="does not exist"):
-        plan.expand_model(plan.ModelSpec(str(tmp_path / "nope")))
+        plan.expand_model(ModelRef(str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(OellmError, match="no config.json and no checkpoint dirs"):
-        plan.expand_model(plan.ModelSpec(str(tmp_path / "empty")))
+        plan.expand_model(ModelRef(str(tmp_path / "empty")))
 
 
 def test_build_rows_product_dedupe_and_stable_ids(tmp_path):

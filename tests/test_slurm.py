@@ -19,6 +19,7 @@ import pytest
 
 from oellm import slurm
 from oellm.errors import OellmError, SlurmError
+from oellm.runs.states import ACTIVE_STATES, FINAL_STATES
 from tests.fixtures_slurm import SHIM_DIR, SlurmCluster, shim_calls, wait_for_jobs
 
 fast = pytest.mark.fast
@@ -143,10 +144,10 @@ def test_parse_sacct_refuses_rows_in_another_format() -> None:
 
 @fast
 def test_state_sets_are_disjoint_and_cover_what_we_saw() -> None:
-    assert not slurm.ACTIVE_STATES & slurm.FINAL_STATES
+    assert not ACTIVE_STATES & FINAL_STATES
     seen = {s for text in (SACCT_RUNNING, SACCT_CANCELLED, SACCT_STEPS) for s in slurm.parse_sacct(text).values()}
-    assert seen <= slurm.ACTIVE_STATES | slurm.FINAL_STATES
-    assert "UNKNOWN" not in slurm.ACTIVE_STATES | slurm.FINAL_STATES
+    assert seen <= ACTIVE_STATES | FINAL_STATES
+    assert "UNKNOWN" not in ACTIVE_STATES | FINAL_STATES
 
 
 @fast
@@ -211,7 +212,6 @@ def test_run_timeout_raises_slurm_error() -> None:
 @fast
 def test_missing_binary_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert not slurm.slurm_available()
     with pytest.raises(OellmError) as e:
         slurm.submit(tmp_path / "x.sbatch", array="0-1")
     assert not isinstance(e.value, SlurmError)
@@ -220,12 +220,18 @@ def test_missing_binary_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.
 
 
 @fast
-def test_slurm_available_looks_for_sbatch_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_host_with_sbatch_on_path_is_not_run_locally(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from oellm.clusters import detect_cluster, load_clusters
+
+    monkeypatch.delenv("OELLM_CLUSTER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_cluster(load_clusters(), hostname="mybox").name == "local"
     sbatch = tmp_path / "sbatch"
     sbatch.write_text("#!/bin/sh\n")
     sbatch.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert slurm.slurm_available()
+    with pytest.raises(OellmError, match="matches no known cluster"):
+        detect_cluster(load_clusters(), hostname="mybox")
 
 
 @fast

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from oellm import tasks
 from oellm.errors import OellmError
+from oellm.suites import lm_eval_tasks as tasks
 
 
 @pytest.fixture

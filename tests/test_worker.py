@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from oellm import worker
 from oellm.errors import OellmError
-from oellm.rundir import EvalRow, RunDir
-from tests.fixtures_models import make_run_dir
+from oellm.rows import EvalRow
+from oellm.rundir import RunDir
+from oellm.worker import task as worker
+from tests.fixtures_models import A_RESULT, make_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,7 +174,7 @@ def test_a_task_requeued_more_than_max_requeues_marks_its_rows_failed(tmp_path: 
     rows = [EvalRow("/nowhere/m", "t", 0), EvalRow("/nowhere/m", "t", 1)]
     run = make_run_dir(tmp_path, rows, cluster_config={"max_requeues": 2})
     done = rows[1].row_id
-    run.result_path(done).write_text("{}")
+    run.result_path(done).write_text(A_RESULT)
     for key, value in {"SLURM_ARRAY_JOB_ID": "7", "SLURM_JOB_ID": "9", "SLURM_ARRAY_TASK_ID": "0",
                        "SLURM_RESTART_COUNT": "3"}.items():
         monkeypatch.setenv(key, value)

@@ -15,11 +15,80 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from oellm.clusters import ClusterConfig, expand
+from oellm.errors import OellmError
+from oellm.executors import Capacity, SchedulerView
+from oellm.plan.packing import SubmitPlan
+from oellm.rows import EvalRow
 from oellm.rundir import RunDir
 
 POLL_S = 0.5
 STOP_GRACE_S = 15
+
+
+class LocalExecutor:
+    """Runs the array tasks now, in the foreground, over one worker slot per visible GPU or N CPU slots;
+    submit returns when all are done (or on Ctrl-C). Nothing outlives the command, so there is no queue
+    to ask, resubmit to or cancel: running the same command again evaluates what is missing."""
+
+    name = "local"
+    label = "local executor"
+    tracks_queue = False
+
+    def __init__(self, cluster: ClusterConfig, workers: int | None = None):
+        self.cluster = cluster
+        self.workers = workers or cluster.local_workers
+
+    def capacity(self) -> Capacity:
+        return Capacity()
+
+    def check_ready(self) -> None:
+        return None
+
+    def in_flight(self, output_root: Path, rows: Sequence[EvalRow], dry_run: bool,
+                  log: Callable[[str], None]) -> list[EvalRow]:
+        return list(rows)  # a local run holds no queued work once its command has ended
+
+    def describe(self, plan: Any) -> list[str]:
+        return []
+
+    def submit(self, run: RunDir, plan: SubmitPlan, log: Callable[[str], None],
+               options: Sequence[str] = ()) -> None:
+        from oellm.results.records import score_table
+        from oellm.rundir import read_jobs
+
+        env = {k: expand(v, f"cluster {self.cluster.name}.env.{k}") for k, v in self.cluster.env.items()}
+        envs = slot_envs(self.workers, visible_gpus(), env)
+        rows = read_jobs(run.jobs)
+        log(f"running {plan.n_tasks} task(s) on this machine with {len(envs)} worker(s)")
+        res = run_tasks(run, range(plan.n_tasks), envs, n_rows=len(rows), log=log)
+        done = len(run.done_ids())
+        log(f"finished: {done} of {len(rows)} row(s) done; results in {run.results}")
+        if done:
+            log(score_table(run, rows))
+        if res.interrupted:
+            raise OellmError(f"interrupted: {done} of {len(rows)} row(s) done in {run.path}; "
+                             "run the same command again to evaluate the rest")
+        if done < len(rows):
+            raise OellmError(f"{len(rows) - done} row(s) failed; see the state records in {run.states} "
+                             f"and the logs in {run.logs}")
+
+    def states(self, manifest: dict[str, Any], needed: set[str]) -> SchedulerView:
+        return SchedulerView(None)  # the state records are all there is
+
+    def max_parallel(self, manifest: dict[str, Any]) -> int:
+        return 1
+
+    def require_control(self, run: RunDir, what: str) -> None:
+        raise OellmError(f"{run.path} is a local run: {what} applies to SLURM runs; a local run is stopped with "
+                         "Ctrl-C and finished by running the same schedule-eval command again (done rows are skipped)")
+
+    def cancel(self, run: RunDir, manifest: dict[str, Any]) -> list[str]:
+        self.require_control(run, "cancel")
+        return []
 
 
 @dataclass
@@ -148,3 +217,6 @@ class _progress:
         self.update()
         if self.bar is not None:
             self.bar.close()
+
+
+EXECUTOR = LocalExecutor

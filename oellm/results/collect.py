@@ -1,29 +1,24 @@
-"""`oellm collect-results`: every metric of every result file of one or more runs -> one tidy table,
-written as CSV/parquet, printed as a leaderboard, plotted, or checked against the runs' plans (--check).
-Finding and reading the files, and which of two results of one evaluation wins: oellm.gather.
+"""collect-results: every metric of every result file of one or more runs -> one tidy table, written as
+CSV/parquet, printed as a leaderboard, plotted, or checked against the runs' plans (--check).
+Finding and reading the files, and which of two results of one evaluation wins: `gather`.
 """
 
 from __future__ import annotations
 
 import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from oellm.errors import OellmError
-from oellm.gather import Collected, collect, json_files
-from oellm.rundir import EvalRow, read_jobs
+from oellm.results.gather import Collected, collect, json_files
+from oellm.rows import EvalRow
+from oellm.rundir import read_jobs
 
 
-def collect_results(
-    run_dirs: str | list[str],
-    output_csv: Path | None = None,
-    format: str = "table",
-    metric: str | None = None,
-    plot: Path | None = None,
-    check: bool = False,
-) -> None:
-    """Collect every metric of one or more runs into a tidy table, a leaderboard, plots, a missing list.
+@dataclass
+class Collect:
+    """What to collect and what to make of it.
 
     Args:
         run_dirs: Comma-separated run dirs, folders of result JSONs copied from other clusters, plain
@@ -38,8 +33,21 @@ def collect_results(
         check: List planned evaluations (jobs.csv) without a result and write them to <run>/missing.csv,
             ready for `oellm schedule-eval --eval_csv_path`.
     """
-    from oellm import results
 
+    run_dirs: str | list[str]
+    output_csv: Path | None = None
+    format: str = "table"
+    metric: str | None = None
+    plot: Path | None = None
+    check: bool = False
+
+
+def collect_results(opts: Collect) -> None:
+    """Read, deduplicate, report; then write, print, plot and check as asked."""
+    from oellm.results import tables
+
+    run_dirs, output_csv, format, metric, plot, check = (opts.run_dirs, opts.output_csv, opts.format, opts.metric,
+                                                         opts.plot, opts.check)
     if format not in ("table", "markdown", "none"):
         raise OellmError(f"--format {format!r}: expected table, markdown or none")
     paths = [Path(p) for p in _split(run_dirs)]
@@ -53,14 +61,14 @@ def collect_results(
     if not df.empty:
         print(f"collected {len(df)} values from {got.n_files} file(s): {df['model'].nunique()} model(s), "
               f"{df['task'].nunique()} task(s)", file=sys.stderr)
-        board = results.leaderboard(df, metric)  # a bad --metric fails before anything is written
+        board = tables.leaderboard(df, metric)  # a bad --metric fails before anything is written
         if output_csv:
-            write_table(df, Path(output_csv))
+            tables.write_table(df, Path(output_csv))
             print(f"wrote {output_csv}", file=sys.stderr)
         if format != "none":
-            print(results.to_markdown(board) if format == "markdown" else results.to_text(board))
+            print(tables.to_markdown(board) if format == "markdown" else tables.to_text(board))
         if plot:
-            from oellm.plots import plot_all
+            from oellm.results.plots import plot_all
 
             for p in plot_all(df, Path(plot), metric):
                 print(f"wrote {p}", file=sys.stderr)
@@ -71,18 +79,6 @@ def collect_results(
 def _split(value: str | list[str]) -> list[str]:
     items = [value] if isinstance(value, (str, Path)) else list(value)
     return [s.strip() for item in items for s in str(item).split(",") if s.strip()]
-
-
-def write_table(df: Any, path: Path) -> None:
-    """CSV, or parquet by extension (keeps dtypes; needs pyarrow)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            df.to_parquet(path, index=False)
-        except ImportError as e:
-            raise OellmError(f"--output_csv {path}: parquet needs pyarrow ({e}); use a .csv name") from None
-    else:
-        df.to_csv(path, index=False)
 
 
 def _report(got: Collected) -> None:

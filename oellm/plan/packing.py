@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from oellm.clusters import ClusterConfig
-from oellm.rundir import EvalRow
+from oellm.rows import EvalRow
 
 MIN_TIME_MINUTES = 10
 
@@ -39,6 +39,29 @@ class SubmitPlan:
     @property
     def submitted(self) -> int:
         return self.n_tasks - self.held_back
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided about a run before it exists: its packed rows, how they become array tasks
+    and submissions, and what was left out; the manifest and the summary are written from it."""
+
+    rows: tuple[EvalRow, ...]
+    evals_per_task: int
+    n_tasks: int
+    minutes: int  # time limit of one array task
+    submission: SubmitPlan
+    skipped: int = 0  # rows done or in flight elsewhere under the output root
+    dropped: int = 0  # duplicate rows
+
+    @classmethod
+    def build(cls, rows: Sequence[EvalRow], cluster: ClusterConfig, evals_per_task: int | None,
+              slurm_max_array: int | None, queued_now: int, skipped: int = 0, dropped: int = 0) -> RunPlan:
+        per_task = evals_per_task or default_evals_per_task(cluster)
+        packed = pack(rows, per_task)
+        n_tasks = count_tasks(packed)
+        return cls(tuple(packed), per_task, n_tasks, time_limit(cluster, min(per_task, len(packed))),
+                   plan_submission(range(n_tasks), cluster, slurm_max_array, queued_now), skipped, dropped)
 
 
 def default_evals_per_task(cluster: ClusterConfig) -> int:

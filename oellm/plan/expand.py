@@ -1,6 +1,6 @@
 """Planning: models, checkpoints, tasks, shot counts or an eval CSV -> validated, deduplicated rows.
 
-Pure apart from looking at local model directories; task names are validated by `oellm.tasks`.
+Pure apart from looking at local model directories; task names are validated by the suite.
 Every problem in an input is collected first and reported in one error.
 """
 
@@ -10,25 +10,12 @@ import csv
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from oellm.errors import OellmError
-from oellm.rundir import EvalRow
+from oellm.rows import CHECKPOINT, HF_ID, EvalRow, ModelRef, has_weights, is_path, normalize_args
 
-# A Hugging Face repo id: `name` or `org/name`; anything else that is not a local dir is refused,
-# so shell metacharacters in a model name never get further than this check.
-HF_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
-ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ARG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.:+-]+$")
-CHECKPOINT = re.compile(r"^(?:checkpoint|global_step|step|iter)[-_]?0*(\d+)$")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    model_args: str = ""
 
 
 def split_list(value: str | Sequence[str | int] | int | None) -> list[str]:
@@ -39,7 +26,7 @@ def split_list(value: str | Sequence[str | int] | int | None) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-def parse_models(value: str | Sequence[str] | None) -> list[ModelSpec]:
+def parse_models(value: str | Sequence[str] | None) -> list[ModelRef]:
     """`org/a,org/b,revision=x,dtype=float16,/path/c`: a token with `=` is a model arg of the model before it."""
     specs: list[tuple[str, list[str]]] = []
     for token in split_list(value):
@@ -49,21 +36,7 @@ def parse_models(value: str | Sequence[str] | None) -> list[ModelSpec]:
             specs[-1][1].append(token)
         else:
             specs.append((token, []))
-    return [ModelSpec(name, normalize_model_args(args, name)) for name, args in specs]
-
-
-def normalize_model_args(args: Iterable[str], model: str) -> str:
-    """Validate `key=value` pairs; they reach lm-eval's model constructor, never a shell."""
-    out = []
-    for arg in args:
-        key, _, val = arg.partition("=")
-        key, val = key.strip(), val.strip()
-        if key == "pretrained":
-            raise OellmError(f"model {model}: pretrained= is the model itself; give the model path or id first")
-        if not ARG_KEY.match(key) or not ARG_VALUE.match(val):
-            raise OellmError(f"model {model}: bad model arg {arg!r}; expected key=value with letters, digits and _.:/@+-")
-        out.append(f"{key}={val}")
-    return ",".join(out)
+    return [ModelRef(name, normalize_args(args, name)) for name, args in specs]
 
 
 def parse_tasks(value: str | Sequence[str] | None) -> list[str]:
@@ -91,15 +64,6 @@ def check_limit(limit: float | None) -> float | None:
     return float(limit)
 
 
-def is_local(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
-
-
-def has_weights(path: Path) -> bool:
-    """A model dir: an HF config, or a GGUF file (transformers reads its config from it)."""
-    return (path / "config.json").is_file() or next(path.glob("*.gguf"), None) is not None
-
-
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Checkpoint subdirs (`checkpoint-1000`, `step_2000`, `iter_0003000`, ...) holding HF weights, by step."""
     found = []
@@ -111,28 +75,29 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def expand_model(spec: ModelSpec, stride: int = 1, last_n: int | None = None) -> list[tuple[str, int | None]]:
-    """A model id, a model dir, or a training-run dir -> [(model, step)], checkpoints sorted by step."""
-    if not is_local(spec.name):
-        if not HF_ID.match(spec.name):
-            raise OellmError(f"model {spec.name!r} is neither an existing local directory nor a Hugging Face id (org/name)")
-        return [(spec.name, None)]
-    path = Path(spec.name).expanduser().resolve()
+def expand_model(ref: ModelRef, stride: int = 1, last_n: int | None = None) -> list[ModelRef]:
+    """A model id, a model dir, or a training-run dir -> its models, checkpoints sorted by step; local
+    paths become absolute, the form every later stage (and the row id) sees."""
+    if not is_path(ref.name):
+        if not HF_ID.match(ref.name):
+            raise OellmError(f"model {ref.name!r} is neither an existing local directory nor a Hugging Face id (org/name)")
+        return [ref]
+    path = Path(ref.name).expanduser().resolve()
     if not path.is_dir():
-        raise OellmError(f"model path {spec.name} does not exist (or is not a directory)")
+        raise OellmError(f"model path {ref.name} does not exist (or is not a directory)")
     if has_weights(path):
-        return [(str(path), None)]
+        return [ModelRef(str(path), ref.args)]
     ckpts = list_checkpoints(path)
     if not ckpts:
-        raise OellmError(f"model path {spec.name} holds no config.json and no checkpoint dirs "
+        raise OellmError(f"model path {ref.name} holds no config.json and no checkpoint dirs "
                          "(checkpoint-N, step_N, iter_N, global_stepN) with weights")
     ckpts = ckpts[::-1][::stride][::-1]  # keep the newest checkpoint whatever the stride
     if last_n:
         ckpts = ckpts[-last_n:]
-    return [(str(p), step) for step, p in ckpts]
+    return [ModelRef(str(p), ref.args, step) for step, p in ckpts]
 
 
-def read_eval_csv(path: Path) -> list[tuple[int, ModelSpec, str, int]]:
+def read_eval_csv(path: Path) -> list[tuple[int, ModelRef, str, int]]:
     """CSV with columns model_path,task_path,n_shot (model args quoted inside model_path) -> (line, ...)."""
     try:
         text = Path(path).read_text()
@@ -166,13 +131,13 @@ def read_eval_csv(path: Path) -> list[tuple[int, ModelSpec, str, int]]:
     return out
 
 
-def build_rows(models: Sequence[ModelSpec], tasks: Sequence[str], shots: Sequence[int], limit: float | None = None,
+def build_rows(models: Sequence[ModelRef], tasks: Sequence[str], shots: Sequence[int], limit: float | None = None,
                stride: int = 1, last_n: int | None = None) -> tuple[list[EvalRow], int]:
     """The model x task x shot product; returns (rows, duplicates dropped)."""
     if stride < 1 or (last_n is not None and last_n < 1):
         raise OellmError("--checkpoint_stride and --last_n_checkpoints must be >= 1")
-    rows = [EvalRow(model=m, model_args=spec.model_args, task=t, n_shot=n, limit=limit, step=step)
-            for spec in models for (m, step) in expand_model(spec, stride, last_n) for t in tasks for n in shots]
+    rows = [EvalRow(model=m.name, model_args=m.args, task=t, n_shot=n, limit=limit, step=m.step)
+            for spec in models for m in expand_model(spec, stride, last_n) for t in tasks for n in shots]
     return dedupe(rows)
 
 
@@ -180,8 +145,8 @@ def rows_from_csv(path: Path, limit: float | None = None) -> list[EvalRow]:
     """Rows of an eval CSV; a repeated evaluation is an error naming both lines (likely a copy-paste slip)."""
     rows, seen = [], {}
     for line, spec, task, n in read_eval_csv(path):
-        for model, step in expand_model(spec):
-            row = EvalRow(model=model, model_args=spec.model_args, task=task, n_shot=n, limit=limit, step=step)
+        for m in expand_model(spec):
+            row = EvalRow(model=m.name, model_args=m.args, task=task, n_shot=n, limit=limit, step=m.step)
             if row.identity in seen:
                 raise OellmError(f"{path}: line {line} repeats the evaluation of line {seen[row.identity]} "
                                  f"({spec.name}, {task}, {n}-shot); remove one of them")

@@ -1,4 +1,5 @@
-"""The networked half of the pre-cache and its offline check, run as `python -m oellm.fetch JOB OUT`.
+"""The networked half of the pre-cache and its offline check, run as
+`python -m oellm.cache.fetch JOB OUT`.
 
 A fresh interpreter, because huggingface_hub and datasets read HF_HOME, HF_ENDPOINT and the offline
 flags once, at import: in the parent they may already be imported with other values (a login node
@@ -14,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from oellm.cache.paths import dataset_label
 
 # What a model needs to load besides its weights: config, tokenizer, chat template, remote code.
 SIDE_FILES = ("*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*", "*.jinja", "*.py")
@@ -113,7 +116,7 @@ def fetch_dataset(item: dict[str, Any], offline: bool) -> dict[str, Any]:
     """An online load_dataset builds the Arrow cache an offline one needs (a snapshot alone is not enough)."""
     import datasets
 
-    label = _ds_label(item)
+    label = dataset_label(item, with_tasks=True)
     err = None
     for attempt in range(1, (1 if offline else RETRIES) + 1):
         try:
@@ -162,10 +165,6 @@ def check_model(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def _ds_label(item: dict[str, Any]) -> str:
-    return f"task {', '.join(item['tasks'])}: dataset {item['path']}" + (f" ({item['name']})" if item["name"] else "")
-
-
 def _needs_hub(kind: str, item: dict[str, Any]) -> bool:
     return kind == "model" or not Path(str(item["path"])).expanduser().exists()
 
@@ -210,7 +209,7 @@ def main(job_path: str, out_path: str) -> None:
     for kind, item in tqdm(todo, desc="pre-cache" if not offline else "offline check", unit="item",
                            file=sys.stderr, disable=len(todo) < 2):
         if down and _needs_hub(kind, item):
-            label = f"model {item['repo']}@{item.get('revision') or 'main'}" if kind == "model" else _ds_label(item)
+            label = f"model {item['repo']}@{item.get('revision') or 'main'}" if kind == "model" else dataset_label(item, with_tasks=True)
             res = {**item, "error": f"{label}: not fetched", "hub_down": down}
         elif kind == "model":
             res = check_model(item) if offline else fetch_model(item)

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from oellm.rundir import JobRef, RunDir
-from oellm.slurm import ACTIVE_STATES, FINAL_STATES
+from oellm.rundir import JobRef, task_elements
+
+# Scheduler states, in SLURM's names (sacct/squeue; other executors report theirs in these), defined once. A job in neither set (UNKNOWN, or a name a newer SLURM adds)
+# is neither running nor finished: callers must not count it as done.
+ACTIVE_STATES = frozenset({
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
+    "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED",
+})
+FINAL_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+    "DEADLINE", "PREEMPTED", "REVOKED",
+})
+
 
 STATES = ("pending", "running", "done", "failed", "timeout", "oom", "cancelled", "not submitted", "unknown")
 PROBLEMS = frozenset({"failed", "timeout", "oom", "cancelled"})
@@ -41,16 +51,6 @@ class RowState(NamedTuple):
     @property
     def log(self) -> str | None:
         return None if self.element is None else f"slurm_logs/{self.element}.err"
-
-
-def elements(submissions: Iterable[dict[str, Any]]) -> dict[int, str]:
-    """Global array task index -> `<job>_<local index>` of the latest submission that covers it."""
-    out: dict[int, str] = {}
-    for s in submissions:
-        offset, job = int(s["offset"]), s["job_id"]
-        for i in range(int(s["size"])):
-            out[offset + i] = f"{job}_{i}"
-    return out
 
 
 def from_record(rec: dict[str, Any] | None, default: str) -> tuple[str, str]:
@@ -116,7 +116,7 @@ def _requeued(rec: dict[str, Any] | None, slurm_state: str) -> str:
 def join(rows: Sequence[JobRef], done: set[str], records: dict[str, dict[str, Any]],
          submissions: Sequence[dict[str, Any]], slurm_states: dict[str, str] | None) -> list[RowState]:
     """Every row's state; `slurm_states` is {element: state}, or None when SLURM is not consulted."""
-    where = elements(submissions)
+    where = task_elements(submissions)
     known = slurm_states is not None
     states = slurm_states or {}
     out = []
@@ -135,7 +135,7 @@ def join(rows: Sequence[JobRef], done: set[str], records: dict[str, dict[str, An
 
 def needed_elements(rows: Sequence[JobRef], done: set[str], submissions: Sequence[dict[str, Any]]) -> set[str]:
     """Elements whose state matters: those running a row that is not done yet."""
-    where = elements(submissions)
+    where = task_elements(submissions)
     return {where[r.task_index] for r in rows if r.row_id not in done and r.task_index in where}
 
 
@@ -176,91 +176,3 @@ def resubmittable_tasks(states: Iterable[RowState], infra_only: bool = False) ->
     return sorted(todo - busy), sorted(busy & todo)
 
 
-# ---------------------------------------------------------------- one refresh, as text or JSON
-
-
-@dataclass
-class View:
-    """One refresh of a run: its rows' states and where SLURM's answer came from."""
-
-    run: RunDir
-    manifest: dict[str, Any]
-    states: list[RowState]
-    slurm_note: str  # "" when SLURM answered (or a local run); else why it did not
-    slurm_calls: int
-    mean_row_s: float | None
-    slurm_warning: str = ""  # SLURM answered in part (sacct did, squeue did not)
-
-
-def job_ids(manifest: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(str(s["job_id"]) for s in manifest.get("submissions") or []))
-
-
-def eta_s(v: View) -> float | None:
-    """Rows left x mean seconds per done row / array tasks that may run at once."""
-    c = counts(v.states)
-    left = sum(c.get(k, 0) for k in ("pending", "running", "unknown", "not submitted"))
-    if not left:
-        return 0.0
-    if v.mean_row_s is None:
-        return None
-    parallel = 1 if v.manifest.get("executor") == "local" else \
-        int((v.manifest.get("cluster_config") or {}).get("max_running") or 1)
-    tasks = len({s.row.task_index for s in v.states if s.state in ("pending", "running", "unknown", "not submitted")})
-    return left * v.mean_row_s / max(1, min(parallel, tasks))
-
-
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown (no row done yet)"
-    if seconds < 90:
-        return f"~{seconds:.0f} s"
-    return f"~{seconds / 60:.0f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"
-
-
-def _row_label(r: JobRef) -> str:
-    return f"{r.model} | {r.task} | {r.n_shot}-shot"
-
-
-def to_json(v: View, by: str | None) -> dict[str, Any]:
-    bad = [s for s in v.states if s.state in PROBLEMS]
-    return {
-        "run_dir": str(v.run.path), "executor": v.manifest.get("executor"), "cluster": v.manifest.get("cluster"),
-        "cancelled": v.manifest.get("cancelled"), "slurm": v.slurm_note or "ok", "slurm_calls": v.slurm_calls,
-        "slurm_warning": v.slurm_warning or None,
-        "rows": len(v.states), "counts": counts(v.states), "eta_s": eta_s(v),
-        "requeued": [{"row_id": s.row.row_id, "state": s.state, "reason": s.reason} for s in requeued(v.states)],
-        **({"by": by, "breakdown": breakdown(v.states, by)} if by else {}),
-        "problems": [{"row_id": s.row.row_id, "model": s.row.model, "task": s.row.task, "n_shot": s.row.n_shot,
-                      "task_index": s.row.task_index, "state": s.state, "reason": s.reason, "infra": s.infra,
-                      "log": None if s.log is None else str(v.run.path / s.log)} for s in bad],
-    }
-
-
-def to_text(v: View, by: str | None, max_problems: int = 50) -> str:
-    m = v.manifest
-    c = counts(v.states)
-    lines = [f"run {v.run.path} ({m.get('executor')}, cluster {m.get('cluster')}, created {m.get('created')}, "
-             f"{len(job_ids(m))} array job(s))" + (f"; cancelled at {m['cancelled']}" if m.get("cancelled") else "")]
-    if v.slurm_note:
-        lines.append(f"{v.slurm_note}; states from the run dir's records only")
-    if v.slurm_warning:
-        lines.append(f"warning: {v.slurm_warning}")
-    lines.append(f"rows {len(v.states)}: " + ", ".join(f"{k} {n}" for k, n in c.items()))
-    lines.append(f"time left: {_fmt_s(eta_s(v))}")
-    again = requeued(v.states)
-    if again:
-        lines.append(f"{len(again)} row(s) {REQUEUED} after a node failure or preemption: they run again by "
-                     f"themselves (at most max_requeues {(m.get('cluster_config') or {}).get('max_requeues')} times)")
-    if by:
-        for key, group in breakdown(v.states, by).items():
-            lines.append(f"  {key}: " + ", ".join(f"{k} {n}" for k, n in group.items()))
-    bad = [s for s in v.states if s.state in PROBLEMS]
-    if bad:
-        lines.append(f"rows that need attention ({len(bad)}; `oellm resubmit --run_dir {v.run.path}` retries them):")
-        for s in bad[:max_problems]:
-            log = f"; log {v.run.path / s.log}" if s.log else ""
-            lines.append(f"  {s.state:9} {s.row.row_id} {_row_label(s.row)}: {s.reason or '-'}{log}")
-        if len(bad) > max_problems:
-            lines.append(f"  ... {len(bad) - max_problems} more (--json lists all)")
-    return "\n".join(lines)

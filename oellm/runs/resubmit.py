@@ -1,6 +1,6 @@
 """resubmit: the array tasks of a run that have rows to redo, with escalation for timeouts and OOM.
 
-Built on one status refresh (oellm.lifecycle.view), so a task SLURM may still run is never submitted
+Built on one status refresh (`oellm.runs.view.view`), so a task SLURM may still run is never submitted
 twice. Tasks are grouped by the sbatch options they need (a longer time limit for those that timed
 out, more GPUs when asked), one `sbatch` per group and chunk; the workers skip rows already done.
 """
@@ -8,23 +8,22 @@ out, more GPUs when asked), one `sbatch` per group and chunk; the workers skip r
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oellm import status as st
 from oellm.clusters import ClusterConfig, format_minutes, parse_time
 from oellm.errors import OellmError
-from oellm.lifecycle import cluster_of, slurm_manifest, view
-from oellm.rundir import RunDir
+from oellm.executors import for_run
+from oellm.plan.packing import plan_submission
+from oellm.rundir import RunDir, task_elements
+from oellm.runs import states as st
+from oellm.runs.view import view
 
 
-def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None,
-             gpus_per_task: int | None = None, batch_size: str | None = None, infra_only: bool = False) -> None:
-    """Submit again the array tasks of a run that have rows failed, timed out, cancelled or never submitted.
-
-    Tasks SLURM may still run are never submitted twice; rows already done are skipped by the worker.
-    Without options, a task that timed out gets twice its last time limit (up to the cluster's
-    max_time) and one that ran out of memory half its integer batch size.
+@dataclass
+class Resubmit:
+    """Which run to resubmit, and what to change for its resubmitted array tasks.
 
     Args:
         run_dir: The run directory.
@@ -38,12 +37,24 @@ def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None
         infra_only: Only tasks that failed because of the node or the scheduler (NODE_FAIL, PREEMPTED,
             BOOT_FAIL), which are safe to retry unchanged, e.g. from cron.
     """
-    from oellm import arrays, slurm
 
-    run = RunDir(Path(run_dir))
-    manifest = slurm_manifest(run, "resubmit")
-    cluster = cluster_of(run, manifest)
-    fixed = None if time_limit is None else _check_time(time_limit, cluster)
+    run_dir: Path
+    dry_run: bool = False
+    time_limit: str | None = None
+    gpus_per_task: int | None = None
+    batch_size: str | None = None
+    infra_only: bool = False
+
+
+def resubmit(opts: Resubmit) -> None:
+    """Submit the array tasks with rows to redo, none that the scheduler may still run."""
+    run = RunDir(Path(opts.run_dir))
+    manifest = run.read_manifest()
+    executor = for_run(run, manifest)
+    executor.require_control(run, "resubmit")
+    cluster = executor.cluster
+    fixed = None if opts.time_limit is None else _check_time(opts.time_limit, cluster)
+    gpus_per_task, infra_only = opts.gpus_per_task, opts.infra_only
     if gpus_per_task is not None and gpus_per_task < 1:
         raise OellmError(f"--gpus_per_task: must be >= 1, got {gpus_per_task}")
     v = view(run.path)
@@ -56,11 +67,12 @@ def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None
         print(f"nothing to resubmit in {run.path}: " + ", ".join(f"{k} {n}" for k, n in st.counts(v.states).items()))
         return
     groups = _groups(v.states, todo, manifest, cluster, fixed, gpus_per_task)
-    overrides = _overrides(v.states, set(todo), manifest, batch_size, gpus_per_task)
-    queued, max_array = slurm.queued_jobs(), slurm.max_array_size()
+    overrides = _overrides(v.states, set(todo), manifest, opts.batch_size, gpus_per_task)
+    capacity = executor.capacity()
+    queued = capacity.queued
     plans = []
     for options, tasks in groups.items():
-        plan = arrays.plan_submission(tasks, cluster, max_array, queued)
+        plan = plan_submission(tasks, cluster, capacity.max_array, queued)
         queued += plan.submitted
         plans.append((list(options), plan))
         kinds = ", ".join(f"{k} {n}" for k, n in st.counts(s for s in v.states if s.row.task_index in set(tasks))
@@ -76,19 +88,17 @@ def resubmit(run_dir: Path, dry_run: bool = False, time_limit: str | None = None
     if overrides:
         print("worker settings: " + "; ".join(f"task {t}: " + ", ".join(f"{k}={v}" for k, v in o.items())
                                              for t, o in overrides.items()))
-    if dry_run:
+    if opts.dry_run:
         print("dry run: nothing submitted")
         return
-    from oellm.executors.slurm import submit_chunks
-
     if overrides:  # before submitting: the workers read run.json when they start
         old = manifest.get("task_overrides") or {}
         run.update_manifest(task_overrides={**old, **{t: {**old.get(t, {}), **o} for t, o in overrides.items()}})
     run.update_manifest(cancelled=None)
     for options, plan in plans:
         if plan.chunks:
-            submit_chunks(run, plan, options=options)
-    covered = st.elements(run.read_manifest().get("submissions") or [])
+            executor.submit(run, plan, print, options=options)
+    covered = task_elements(run.read_manifest().get("submissions") or [])
     run.update_manifest(held_back_tasks=int(manifest.get("n_tasks") or 0) - len(covered))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.errors import OellmError
-from oellm.results import COLUMNS, IDENTITY, records
+from oellm.results.records import COLUMNS, IDENTITY, records
 from oellm.rundir import JOBS_CSV, MANIFEST, RunDir
 
 try:  # optional: parses result files ~1.5x faster than json

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.errors import OellmError
-from oellm.results import leaderboard, model_label, pick_metric
+from oellm.results.tables import leaderboard, model_label, pick_metric
 
 _MARKERS = "os^Dvx*P"
 _STYLES = ["-", "--", ":", "-."]

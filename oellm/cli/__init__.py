@@ -1,0 +1,101 @@
+"""`oellm` command line: jsonargparse over the typed functions of `oellm.cli.commands`.
+
+Only light modules are imported here, so `oellm --help` stays fast; each command imports its heavy
+parts inside the function. Boolean flags work bare (`--dry_run`) and with a value (`--dry_run false`),
+which jsonargparse's plain `bool` does not allow, hence `_parser` below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from oellm.cli.commands import COMMANDS
+from oellm.plan.request import NOT_FLAGS
+
+
+def _options_class(fn: Callable[..., None]) -> type | None:
+    """The dataclass a command takes as its one parameter (its fields are the flags), else None."""
+    params = list(inspect.signature(fn).parameters)
+    if len(params) != 1:
+        return None
+    hint = typing.get_type_hints(fn).get(params[0])
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def _parser():
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+
+    parser = ArgumentParser(prog="oellm", description="Schedule LLM evaluations on HPC clusters or this machine.")
+    subcommands = parser.add_subcommands(dest="command")
+    for name, fn in COMMANDS.items():
+        doc = inspect.getdoc(fn) or ""
+        source = _options_class(fn) or fn
+        params = inspect.signature(source).parameters
+        flags = [p for p, v in params.items() if v.annotation in (bool, "bool")]
+        sub = ArgumentParser(description=doc.split("\n\nArgs:")[0])
+        sub.add_argument("--config", action=ActionConfigFile, help="A YAML/JSON file with any of these options.")
+        if source is fn:
+            sub.add_function_arguments(fn, skip=set(flags), as_positional=False)
+        else:
+            sub.add_class_arguments(source, skip=set(flags) | NOT_FLAGS, as_group=False)
+        helps = _arg_docs(source)
+        for flag in flags:
+            sub.add_argument(f"--{flag}", action=ActionYesNo(yes_prefix="", no_prefix="no_"), nargs="?",
+                             default=params[flag].default, help=helps.get(flag, ""))
+        subcommands.add_subcommand(name, sub, help=doc.split("\n")[0])
+    return parser
+
+
+def _arg_docs(source: Any) -> dict[str, str]:
+    """`Args:` of a function's docstring, or of a dataclass's and its bases' docstrings."""
+    from docstring_parser import parse
+
+    docs: dict[str, str] = {}
+    for obj in reversed(getattr(source, "__mro__", (source,))):
+        docs.update({p.arg_name: p.description or "" for p in parse(inspect.getdoc(obj) or "").params})
+    return docs
+
+
+# Run dirs may also be given bare, as users type them: `oellm status RUN`, `oellm collect-results A B`.
+POSITIONAL = {"status": "run_dir", "resubmit": "run_dir", "cancel": "run_dir", "collect-results": "run_dirs"}
+
+
+def _positional(argv: list[str]) -> list[str]:
+    """Turn bare words right after these subcommands into their --run_dir(s) flag (jsonargparse cannot
+    make an optional parameter positional)."""
+    if not argv or argv[0] not in POSITIONAL:
+        return argv
+    words = []
+    for a in argv[1:]:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    if not words:
+        return argv
+    flag = POSITIONAL[argv[0]]
+    return [argv[0], f"--{flag}", ",".join(words) if flag == "run_dirs" else words[0], *argv[1 + len(words):]] \
+        if flag == "run_dirs" or len(words) == 1 else argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    from oellm.errors import OellmError
+
+    parser = _parser()
+    cfg = parser.parse_args(_positional(list(sys.argv[1:] if argv is None else argv)))
+    name = cfg.command
+    kwargs = {k: v for k, v in cfg[name].as_dict().items() if k != "config" and not k.startswith("__")}
+    fn = COMMANDS[name]
+    options = _options_class(fn)
+    try:
+        fn(options(**kwargs)) if options else fn(**kwargs)
+    except OellmError as e:
+        print(f"oellm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("oellm: interrupted", file=sys.stderr)
+        sys.exit(130)

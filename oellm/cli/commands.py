@@ -1,0 +1,109 @@
+"""The subcommands: one typed function each, whose docstring is its help. A function that takes one
+dataclass (a `Request`, `Resubmit`, `Collect`) gets that dataclass's fields as its flags, so an option
+is declared once, where the library reads it. Bodies only call into the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from oellm.plan.request import Request, Selection
+from oellm.results.collect import Collect
+from oellm.runs.resubmit import Resubmit
+
+
+def schedule_eval(request: Request) -> None:
+    """Plan model x task x shot evaluations, write a run dir, and submit SLURM arrays (or run locally)."""
+    from oellm.schedule import schedule
+
+    schedule(request)
+
+
+def check_cache(selection: Selection) -> None:
+    """Check, offline, that every model and dataset of a planned run is in the cluster's cache.
+
+    Loads each model's config and tokenizer and each task's dataset in a subprocess with the
+    offline flags set, as a compute node would; prints what is missing and exits non-zero.
+    """
+    from oellm.cache.precache import check_cache as missing_items
+    from oellm.clusters import detect_cluster, load_clusters
+    from oellm.errors import OellmError
+    from oellm.plan.request import include_paths, plan_rows
+
+    conf = detect_cluster(load_clusters(selection.clusters_file), selection.cluster)
+    includes = include_paths(selection)
+    rows, _ = plan_rows(selection, includes)
+    missing = missing_items(rows, conf, includes)
+    if missing:
+        raise OellmError(f"{len(missing)} item(s) missing from the offline cache (run `oellm schedule-eval ... "
+                         f"--download_only` on a login node): " + "; ".join(missing))
+    print(f"cache complete: {len({r.model for r in rows})} model(s), {len({r.task for r in rows})} task(s) "
+          f"load offline on cluster {conf.name}")
+
+
+def status(run_dir: Path | None = None, by: str | None = None, json: bool = False, watch: bool = False,
+           output_dir: Path | None = None, cluster: str | None = None) -> None:
+    """Show how far a run is: rows pending, running, done, failed, timed out, out of memory, cancelled.
+
+    Args:
+        run_dir: The run directory; without it, list the recent runs under the output dir.
+        by: Break the counts down per "model" or per "task".
+        json: Print one JSON document (for scripts) instead of text.
+        watch: Refresh until no row is pending or running.
+        output_dir: Where to look for runs when no --run_dir is given (default: as schedule-eval).
+        cluster: Cluster whose output_root to list when neither --output_dir nor $EVAL_OUTPUT_DIR is set.
+    """
+    from oellm.runs.view import list_runs, runs_root, show
+
+    if run_dir is not None:
+        show(run_dir, by, json, watch)
+    else:
+        list_runs(runs_root(output_dir, cluster))
+
+
+def resubmit(options: Resubmit) -> None:
+    """Submit again the array tasks of a run that have rows failed, timed out, cancelled or never submitted.
+
+    Tasks SLURM may still run are never submitted twice; rows already done are skipped by the worker.
+    Without options, a task that timed out gets twice its last time limit (up to the cluster's
+    max_time) and one that ran out of memory half its integer batch size.
+    """
+    from oellm.runs.resubmit import resubmit as resubmit_run
+
+    resubmit_run(options)
+
+
+def cancel(run_dir: Path) -> None:
+    """Cancel every array job of a run with one scancel; rows already done keep their results.
+
+    Args:
+        run_dir: The run directory.
+    """
+    from oellm.runs.view import cancel as cancel_run
+
+    cancel_run(run_dir)
+
+
+def collect_results(options: Collect) -> None:
+    """Collect every metric of one or more runs into a tidy table, a leaderboard, plots, a missing list."""
+    from oellm.results.collect import collect_results as collect
+
+    collect(options)
+
+
+def worker(run_dir: Path, index: int | None = None, index_offset: int = 0) -> None:
+    """Evaluate the rows of one array task of a run (what each SLURM array task runs).
+
+    Args:
+        run_dir: The run directory (holds jobs.csv and run.json).
+        index: Array task index; defaults to $SLURM_ARRAY_TASK_ID.
+        index_offset: Added to the index; a run split into several SLURM arrays passes each chunk's start.
+    """
+    from oellm.worker.task import run
+
+    if run(run_dir, index=index, index_offset=index_offset):
+        sys.exit(1)
+
+
+COMMANDS = {"schedule-eval": schedule_eval, "check-cache": check_cache, "status": status, "resubmit": resubmit,
+            "cancel": cancel, "collect-results": collect_results, "worker": worker}

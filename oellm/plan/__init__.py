@@ -1,0 +1,1 @@
+"""Planning: a request -> validated rows (`request`, `expand`) -> array tasks and submissions (`packing`)."""

@@ -1,0 +1,127 @@
+"""What a user asked for, as typed values: the flags of `schedule-eval` (and of `check-cache`, which
+takes the row selection alone), then the rows they mean.
+
+The dataclasses ARE the command line: `oellm.cli` builds each subcommand's flags, help and config-file
+keys from their fields and docstrings, so an option is declared once.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oellm.clusters import ClusterConfig, expand
+from oellm.errors import OellmError
+from oellm.plan import expand as ex
+from oellm.rows import EvalRow
+
+
+@dataclass
+class Selection:
+    """Which evaluations: models x tasks x shots, or the rows of an eval CSV, on which cluster.
+
+    Args:
+        models: Comma-separated models: Hugging Face ids (org/name), local model dirs, or training-run dirs
+            whose checkpoints (checkpoint-N, step_N, iter_N) are all evaluated. Model args follow their
+            model: "org/m,revision=step1000,dtype=float16".
+        tasks: Comma-separated lm-eval task, group or tag names.
+        n_shot: Few-shot counts, e.g. 0 or "0,5".
+        eval_csv_path: A CSV with columns model_path,task_path,n_shot instead of --models/--tasks/--n_shot.
+        limit: Evaluate only this many samples per task (or this fraction if below 1); for smoke tests.
+        lm_eval_include_path: Dirs with custom lm-eval task YAMLs (comma-separated).
+        cluster: Cluster name from clusters.json (default: detected from the hostname, or $OELLM_CLUSTER;
+            "local" runs on this machine).
+        clusters_file: Your own clusters JSON, merged over the shipped one (default: $OELLM_CLUSTERS_FILE).
+        checkpoint_stride: Evaluate every Nth checkpoint of a training-run dir (the newest always).
+        last_n_checkpoints: Evaluate only the newest N checkpoints of a training-run dir.
+    """
+
+    models: str | list[str] | None = None
+    tasks: str | list[str] | None = None
+    n_shot: int | str | list[int] = 0
+    eval_csv_path: Path | None = None
+    limit: float | None = None
+    lm_eval_include_path: str | list[str] | None = None
+    cluster: str | None = None
+    clusters_file: Path | None = None
+    checkpoint_stride: int = 1
+    last_n_checkpoints: int | None = None
+
+
+@dataclass
+class Request(Selection):
+    """A selection of rows plus how to run them: output dir, packing, batch size, what to do.
+
+    Args:
+        output_dir: Where run dirs go (default: $EVAL_OUTPUT_DIR/$USER, else the cluster's output_root).
+        evals_per_task: Rows of one model per array task (default: fill half the cluster's max_time).
+        batch_size: lm-eval batch size (default: the cluster's batch_size, "auto").
+        workers: Local executor: parallel workers (default: one per visible GPU, else 1).
+        log_samples: Keep lm-eval's per-sample outputs next to each result.
+        force: Re-run evaluations that already have results under the output dir.
+        dry_run: Write the run dir and print the plan, but submit or run nothing.
+        download_only: Only pre-cache models and task datasets for the offline compute nodes (no run dir).
+        precache: Pre-cache and check offline, before submitting, every model and dataset the run needs;
+            --no_precache skips both when your cache is managed another way.
+    """
+
+    output_dir: Path | None = None
+    evals_per_task: int | None = None
+    batch_size: str | None = None
+    workers: int | None = None
+    log_samples: bool = False
+    force: bool = False
+    dry_run: bool = False
+    download_only: bool = False
+    precache: bool = True
+    command_line: list[str] = field(default_factory=lambda: list(sys.argv))  # recorded in run.json; not a flag
+
+
+NOT_FLAGS = frozenset({"command_line"})
+
+
+def output_root(output_dir: Path | None, cluster: ClusterConfig | None) -> Path:
+    """--output_dir, else $EVAL_OUTPUT_DIR/$USER, else the cluster's default."""
+    if output_dir:
+        return Path(output_dir).expanduser().resolve()
+    if os.environ.get("EVAL_OUTPUT_DIR"):
+        return Path(os.environ["EVAL_OUTPUT_DIR"]).expanduser().resolve() / getpass.getuser()
+    if cluster is None or not cluster.output_root:
+        what = "no cluster" if cluster is None else f"cluster {cluster.name} has no output_root"
+        raise OellmError(f"{what}: pass --output_dir or set EVAL_OUTPUT_DIR")
+    return Path(expand(cluster.output_root, f"cluster {cluster.name}.output_root")).resolve()
+
+
+def include_paths(sel: Selection) -> list[str]:
+    paths = [Path(p).expanduser().resolve() for p in ex.split_list(sel.lm_eval_include_path)]
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        raise OellmError(f"--lm_eval_include_path: no such directory: {', '.join(missing)}")
+    return [str(p) for p in paths]
+
+
+def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
+    """Rows from flags or from an eval CSV (not both), with every task name validated by its suite;
+    returns (rows, duplicates dropped)."""
+    limit = ex.check_limit(sel.limit)
+    if sel.eval_csv_path and (sel.models or sel.tasks):
+        raise OellmError("give either --eval_csv_path or --models/--tasks, not both")
+    if sel.eval_csv_path:
+        rows, dropped = ex.rows_from_csv(Path(sel.eval_csv_path), limit), 0
+    else:
+        if not sel.models or not sel.tasks:
+            raise OellmError("nothing to evaluate: pass --models and --tasks (and --n_shot), or --eval_csv_path FILE")
+        shots = ex.parse_shots(sel.n_shot)
+        if not shots:
+            raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
+        rows, dropped = ex.build_rows(ex.parse_models(sel.models), ex.parse_tasks(sel.tasks), shots, limit,
+                                      sel.checkpoint_stride, sel.last_n_checkpoints)
+    from oellm.suites import by_suite, get_suite
+
+    for name, group in by_suite(rows).items():
+        get_suite(name).validate(sorted({r.task for r in group}), list(includes))
+    return rows, dropped

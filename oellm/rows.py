@@ -1,0 +1,166 @@
+"""The values every stage passes on: an evaluation row and the model it means.
+
+A model is parsed here once, whatever it came from (a `--models` item, a CSV cell, a jobs.csv row, an
+lm-eval result's `model_args`): what kind it is, its revision, its step, its other args. Planning,
+pre-cache, worker and collect all ask `ModelRef`, so "is this a path?" or "which revision?" has one
+answer (two answers once made a pinned row load another revision's weights).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oellm.errors import OellmError
+
+# A Hugging Face repo id: `name` or `org/name`; anything else that is not a local dir is refused,
+# so shell metacharacters in a model name never get further than planning.
+HF_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ARG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
+# Checkpoint dirs of a training run: checkpoint-1000, step_2000, iter_0003000, global_step400.
+CHECKPOINT = re.compile(r"^(?:checkpoint|global_step|step|iter)[-_]?0*(\d+)$")
+WEIGHTS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
+
+
+def is_path(name: str) -> bool:
+    """A local model: written as a path (`/`, `.`, `~`) or naming an existing folder. Anything else must
+    be a hub id (`name` or `org/name`; planning checks `HF_ID`), and planning makes paths absolute."""
+    return name.startswith(("/", ".", "~")) or os.path.exists(name)
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The training step of a checkpoint dir named like `checkpoint-1000`, else None."""
+    m = CHECKPOINT.match(path.rstrip("/").rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def has_weights(path: Path) -> bool:
+    """A model dir: an HF config, or a GGUF file (transformers reads its config from it)."""
+    return (path / "config.json").is_file() or next(path.glob("*.gguf"), None) is not None
+
+
+def revision_key(name: str, revision: str | None) -> str:
+    """How run.json's `model_revisions` names the commit a hub model's revision resolved to."""
+    return name if revision is None else f"{name}@{revision}"
+
+
+def parse_args(text: str) -> dict[str, str]:
+    """`key=value,key=value` -> dict; the one reader of oellm's model-args strings."""
+    return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
+
+
+def normalize_args(args: Iterable[str], model: str) -> str:
+    """Validate `key=value` pairs as the user typed them; they reach lm-eval's model constructor, never a shell."""
+    out = []
+    for arg in args:
+        key, _, val = arg.partition("=")
+        key, val = key.strip(), val.strip()
+        if key == "pretrained":
+            raise OellmError(f"model {model}: pretrained= is the model itself; give the model path or id first")
+        if not ARG_KEY.match(key) or not ARG_VALUE.match(val):
+            raise OellmError(f"model {model}: bad model arg {arg!r}; expected key=value with letters, digits and _.:/@+-")
+        out.append(f"{key}={val}")
+    return ",".join(out)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as a row means it: a hub id or an absolute path, its model args, its checkpoint step."""
+
+    name: str
+    args: str = ""  # normalised `key=value,...`, revision included: part of the row's identity
+    step: int | None = None  # training step of a checkpoint; provenance, not identity
+
+    @property
+    def kind(self) -> str:
+        """"hub", "local" (a model dir) or "checkpoint" (a dir of a training run)."""
+        if not is_path(self.name):
+            return "hub"
+        return "local" if self.step is None else "checkpoint"
+
+    @property
+    def is_hub(self) -> bool:
+        return self.kind == "hub"
+
+    @functools.cached_property
+    def arg_dict(self) -> dict[str, str]:
+        return parse_args(self.args)
+
+    @property
+    def revision(self) -> str | None:
+        """The revision the user asked for (a branch, tag or commit), else None (main)."""
+        return self.arg_dict.get("revision") or None
+
+    @property
+    def other_args(self) -> str:
+        """The model args besides the revision."""
+        return ",".join(f"{k}={v}" for k, v in self.arg_dict.items() if k != "revision")
+
+    @property
+    def revision_key(self) -> str:
+        """How run.json's `model_revisions` names this model's resolved commit."""
+        return revision_key(self.name, self.revision)
+
+    def commit(self, revisions: Mapping[str, str]) -> str | None:
+        """The commit this row evaluates: the one the pre-cache resolved (recorded in run.json), the
+        requested revision when it is already a commit, else None (not resolved: a local dir, or a run
+        planned without pre-cache)."""
+        if not self.is_hub:
+            return None
+        if self.revision and COMMIT.match(self.revision):
+            return self.revision
+        return revisions.get(self.revision_key)
+
+    def lm_eval_args(self, revision: str | None, **extra: Any) -> str:
+        """lm-eval's model_args string: pretrained, the row's args with `revision` as given, `extra` last
+        (unless the row sets them itself)."""
+        parts = [f"pretrained={self.name}", self.other_args, revision and f"revision={revision}"]
+        parts += [f"{k}={v}" for k, v in extra.items() if v is not None and k not in self.arg_dict]
+        return ",".join(p for p in parts if p)
+
+    @classmethod
+    def from_lm_eval(cls, value: Any) -> ModelRef | None:
+        """lm-eval's recorded `model_args` ("pretrained=x,dtype=y" or a dict) -> the model it ran, or None."""
+        pairs = [(str(k), str(v)) for k, v in value.items()] if isinstance(value, dict) else \
+            [tuple(p.split("=", 1)) for p in str(value or "").split(",") if "=" in p]
+        kv = dict(pairs)
+        if not kv.get("pretrained"):
+            return None
+        name = kv["pretrained"]
+        return cls(name, ",".join(f"{k}={v}" for k, v in pairs if k != "pretrained"), checkpoint_step(name))
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation: a model (with its lm-eval model args), a task or group, a shot count."""
+
+    model: str
+    task: str
+    n_shot: int
+    model_args: str = ""
+    limit: float | None = None
+    step: int | None = None  # training step of a checkpoint; provenance, not identity
+    task_index: int = -1  # the array task that evaluates this row; set by packing
+
+    @functools.cached_property
+    def row_id(self) -> str:
+        """Stable id: the same evaluation always gets the same id, in any run, on any cluster."""
+        limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
+        key = "\x1f".join((self.model, self.model_args, self.task, str(self.n_shot), limit))
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    @property
+    def identity(self) -> tuple[str, str, str, int, float | None]:
+        return (self.model, self.model_args, self.task, self.n_shot, None if self.limit is None else float(self.limit))
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.model, self.model_args, self.step)

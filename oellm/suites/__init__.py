@@ -1,0 +1,36 @@
+"""Evaluation suites behind one interface (`oellm.suites.base.Suite`); one module per framework.
+
+A row names no suite yet, so every row is lm-eval's. Adding a suite: a module here with a class that
+implements `Suite`, and its name in `SUITES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from oellm.errors import OellmError
+from oellm.rows import EvalRow
+from oellm.suites.base import Suite
+
+DEFAULT = "lm_eval"
+SUITES = {"lm_eval": "oellm.suites.lm_eval:LmEvalSuite"}
+_LOADED: dict[str, Suite] = {}
+
+
+def get_suite(name: str = DEFAULT) -> Suite:
+    """The suite called `name` (one instance per process: it may keep a task index between rows)."""
+    if name not in _LOADED:
+        if name not in SUITES:
+            raise OellmError(f"unknown evaluation suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
+        module, _, cls = SUITES[name].partition(":")
+        _LOADED[name] = getattr(importlib.import_module(module), cls)()
+    return _LOADED[name]
+
+
+def by_suite(rows: Iterable[EvalRow]) -> dict[str, list[EvalRow]]:
+    """Rows grouped by the suite that evaluates them, in first-seen order."""
+    out: dict[str, list[EvalRow]] = {}
+    for r in rows:
+        out.setdefault(DEFAULT, []).append(r)
+    return out

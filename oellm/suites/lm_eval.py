@@ -1,0 +1,143 @@
+"""lm-evaluation-harness as a suite: task names and datasets from its YAMLs (`lm_eval_tasks`), models
+loaded once through its HF wrapper, each row one `simple_evaluate` call on the loaded model.
+
+Every lm-eval call of the worker is here; the worker only groups rows, records states and writes
+results.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from oellm.rows import EvalRow, ModelRef
+from oellm.rundir import utc_now
+from oellm.suites import lm_eval_tasks as tasks
+from oellm.suites.base import RowFailure
+
+log = logging.getLogger("oellm.worker")
+
+CPU_BATCH_SIZE = 16
+
+
+class LmEvalSuite:
+    name = "lm_eval"
+
+    def __init__(self) -> None:
+        self._task_manager: Any = None
+        self._loads = 0  # models loaded by this process: provenance shows each array task loads a model once
+
+    def validate(self, names: Sequence[str], include_paths: Sequence[str]) -> None:
+        tasks.validate_tasks(list(names), list(include_paths))
+
+    def datasets(self, names: Sequence[str], include_paths: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return tasks.task_datasets(list(names), list(include_paths))
+
+    def load(self, ref: ModelRef, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Check the model is on disk (never wait for a network compute nodes lack), then load it once."""
+        import torch
+        from lm_eval.api.registry import get_model
+        from lm_eval.utils import simple_parse_args_string
+
+        revision = ref.commit(settings.get("model_revisions") or {}) or ref.revision
+        resolved = _on_disk(ref, revision)
+        # `oellm resubmit --gpus_per_task N` after an OOM: spread the model over the task's GPUs
+        args = ref.lm_eval_args(revision, parallelize=True if settings.get("parallelize") else None)
+        cuda = torch.cuda.is_available()
+        info = {"args": args, "metadata": simple_parse_args_string(args), "revision": resolved,
+                "device": "cuda" if cuda else "cpu", "gpu": torch.cuda.get_device_name(0) if cuda else None,
+                "batch_size": _batch_size(settings.get("batch_size", "auto"), cuda), "pid": os.getpid(),
+                "started": utc_now()}
+        t0 = time.perf_counter()
+        log.info("loading %s on %s", args, info["device"])
+        _cache_env_info()
+        lm = get_model("hf").create_from_arg_string(args, {"batch_size": info["batch_size"], "device": info["device"]})
+        self._loads += 1
+        info.update(seconds=round(time.perf_counter() - t0, 3), loads_in_process=self._loads)
+        return lm, info
+
+    def evaluate(self, model: Any, info: dict[str, Any], row: EvalRow, rows: Sequence[EvalRow],
+                 settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        import lm_eval
+
+        if self._task_manager is None:  # one index for all rows of the process (milliseconds, not 15 s)
+            self._task_manager = tasks.task_manager_for(sorted({r.task for r in rows}),
+                                                        list(settings.get("include_paths") or []))
+        out = lm_eval.simple_evaluate(
+            model=model, model_args=info["args"], tasks=[row.task], num_fewshot=row.n_shot,
+            limit=_limit(row.limit), task_manager=tasks.with_metadata(self._task_manager, info["metadata"]),
+            log_samples=bool(settings.get("log_samples", False)), batch_size=info["batch_size"],
+            device=info["device"], use_cache=None, cache_requests=False)
+        samples = out.pop("samples", None) if out else None
+        if not has_metrics(out):
+            raise RowFailure("no_metrics", f"lm-eval finished task {row.task} but reported no metrics")
+        return out, samples
+
+    def unload(self) -> None:
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def has_metrics(out: dict[str, Any] | None) -> bool:
+    """True when some task reports a number for a metric (lm-eval's "metric,filter" keys): lm-eval can
+    exit cleanly with empty results."""
+    from numbers import Number
+
+    return any("," in k and "_stderr," not in k and isinstance(v, Number) and not isinstance(v, bool)
+               for res in ((out or {}).get("results") or {}).values() if isinstance(res, dict) for k, v in res.items())
+
+
+def _on_disk(ref: ModelRef, revision: str | None) -> str | None:
+    """Fail fast when the model is not on disk; return the commit of a hub model's cached snapshot."""
+    if not ref.is_hub:
+        if not Path(ref.name).expanduser().is_dir():
+            raise RowFailure("missing_model", f"model directory {ref.name} not found; fetch or convert it first "
+                             "with `oellm schedule-eval ... --download_only` on a login node")
+        return revision
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(ref.name, revision=revision, local_files_only=True)
+    except (OSError, ValueError) as e:  # LocalEntryNotFoundError is an OSError
+        raise RowFailure("missing_model", f"model {ref.name}{'@' + revision if revision else ''} is not in the "
+                         "local Hugging Face cache and compute nodes are offline; run `oellm schedule-eval "
+                         f"... --download_only` on a login node first ({type(e).__name__})") from None
+    return Path(snapshot).name  # snapshots/<commit>: the revision actually evaluated
+
+
+def _batch_size(requested: str | int, cuda: bool) -> str | int:
+    """lm-eval's "auto" probes GPU memory with batches of 64 full-length sequences before every row;
+    on a CPU that only costs time (2 s per row for a tiny model, 90 s for SmolLM2), so use a fixed size."""
+    return CPU_BATCH_SIZE if str(requested) == "auto" and not cuda else requested
+
+
+def _limit(limit: float | None) -> int | float | None:
+    """jobs.csv stores limits as floats; lm-eval reads a float < 1 as a fraction, anything else as a count."""
+    return int(limit) if limit is not None and limit >= 1 and float(limit).is_integer() else limit
+
+
+def _cache_env_info() -> None:
+    """lm-eval collects `pretty_env_info` (pip list, nvidia-smi, ...: ~0.9 s) on every simple_evaluate
+    call; it cannot change within a process, so collect it once and reuse it for every row."""
+    import lm_eval.evaluator as ev
+
+    original = ev.add_env_info
+    if getattr(original, "oellm_cached", False):
+        return
+    memo: dict[str, Any] = {}
+
+    def add_env_info(storage: dict[str, Any]) -> None:
+        if not memo:
+            original(memo)
+        storage.update(memo)
+
+    add_env_info.oellm_cached = True  # type: ignore[attr-defined]
+    ev.add_env_info = add_env_info

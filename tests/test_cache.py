@@ -92,6 +92,25 @@ def test_branch_and_tag_resolve_to_commit_and_are_recorded(hub: Hub, hub_tasks: 
     assert (hub.home / "hub" / "models--org--tiny" / "refs" / "v1").read_text() == hub.tiny_v1
 
 
+def test_pinned_rows_evaluate_their_commit_on_the_offline_node(hub: Hub, hub_tasks: Path, local, monkeypatch,
+                                                              tmp_path):
+    """A row pinned to a tag or a commit loads exactly that commit offline, although main has moved on and
+    the cache holds no refs/main (the pre-cache never fetched main for such rows)."""
+    new = hub.add_repo("org/tiny", hub.server.repos[("model", "org/tiny")].commits[hub.tiny_v1], refs=("main",))
+    rows = [row("org/tiny", model_args="revision=v1"), row("org/tiny", model_args=f"revision={hub.tiny_v1}")]
+    revisions = precache(rows, local, [str(hub_tasks)], log=lambda s: None)
+    assert revisions == {"org/tiny@v1": hub.tiny_v1}
+    assert not (hub.home / "hub" / "models--org--tiny" / "refs" / "main").exists()
+    go_offline(hub, monkeypatch)
+    run = make_run_dir(tmp_path, rows, include_paths=[str(hub_tasks)], model_revisions=revisions)
+    w = subprocess.run([sys.executable, "-m", "oellm", "worker", "--run_dir", str(run.path), "--index", "0"],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=600)
+    assert w.returncode == 0, w.stderr[-3000:]
+    for r in rows:
+        prov = json.loads(run.result_path(r.row_id).read_text())["oellm"]
+        assert prov["model_revision"] == hub.tiny_v1 != new
+
+
 def test_revision_that_does_not_exist_is_one_line_error(hub: Hub, hub_tasks: Path, local):
     with pytest.raises(OellmError) as e:
         precache([row("org/tiny", model_args="revision=nope")], local, [str(hub_tasks)], log=lambda s: None)

@@ -7,6 +7,7 @@ and a resubmitted task does not redo finished rows."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,20 @@ from oellm.worker import task as worker
 from tests.fixtures_models import A_RESULT, make_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored():
+    """`worker.run` in this process sets the offline flags and configures root logging, as it must in an
+    array task; the tests that follow must not inherit either."""
+    env = dict(os.environ)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def start_worker(run: RunDir, index: int = 0, **env: str) -> subprocess.Popen:

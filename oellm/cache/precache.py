@@ -87,7 +87,7 @@ def local_files(ds: dict) -> list[str]:
 
 
 def run_fetch(mode: str, models: list[dict], datasets: list[dict], env: dict[str, str]) -> list[dict]:
-    """Run `oellm.fetch` in a fresh interpreter with `env`; its progress bar goes to our stderr."""
+    """Run `oellm.cache.fetch` in a fresh interpreter with `env`; its progress bar goes to our stderr."""
     with tempfile.TemporaryDirectory(prefix="oellm-fetch-") as tmp:
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job.write_text(json.dumps({"mode": mode, "models": models, "datasets": datasets}))

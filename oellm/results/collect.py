@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oellm.errors import OellmError
+from oellm.results import tables
 from oellm.results.gather import Collected, collect, json_files
 from oellm.rows import EvalRow
 from oellm.rundir import read_jobs
@@ -44,8 +45,6 @@ class Collect:
 
 def collect_results(opts: Collect) -> None:
     """Read, deduplicate, report; then write, print, plot and check as asked."""
-    from oellm.results import tables
-
     run_dirs, output_csv, format, metric, plot, check = (opts.run_dirs, opts.output_csv, opts.format, opts.metric,
                                                          opts.plot, opts.check)
     if format not in ("table", "markdown", "none"):

@@ -18,7 +18,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +150,8 @@ def _read_all(files: list[tuple[str, str, str | None]], workers: int | None) -> 
     if workers < 2 or len(files) < PARALLEL_FROM:
         yield read_chunk(files)
         return
+    from concurrent.futures import ProcessPoolExecutor  # 10 ms of imports `oellm --help` need not pay
+
     chunks = [files[i:i + _CHUNK] for i in range(0, len(files), _CHUNK)]
     with ProcessPoolExecutor(workers) as pool:
         yield from pool.map(read_chunk, chunks)

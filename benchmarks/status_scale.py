@@ -107,9 +107,11 @@ def main() -> None:
         print("  " + "\n  ".join(out.getvalue().splitlines()[:4]))
         log.write_text("")
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", "from oellm.lifecycle import status; import sys; "
+        proc = subprocess.run([sys.executable, "-c", "from oellm.cli.commands import status; "
                                f"status(run_dir={str(run)!r}, json=True)"], capture_output=True, text=True)
         cli_s = time.perf_counter() - t0
+        if proc.returncode:
+            print(proc.stderr[-2000:])
         print(f"status --json as a fresh process: {cli_s:.3f} s wall (exit {proc.returncode}, "
               f"{len(proc.stdout) / 1e6:.1f} MB of JSON); SLURM commands: {len(log.read_text().splitlines())}")
         log.write_text("")

@@ -116,20 +116,25 @@ def _requeued(rec: dict[str, Any] | None, slurm_state: str) -> str:
 def join(rows: Sequence[JobRef], done: set[str], records: dict[str, dict[str, Any]],
          submissions: Sequence[dict[str, Any]], slurm_states: dict[str, str] | None) -> list[RowState]:
     """Every row's state; `slurm_states` is {element: state}, or None when SLURM is not consulted."""
-    where = task_elements(submissions)
+    where = task_elements(submissions).get
     known = slurm_states is not None
-    states = slurm_states or {}
+    state_of = (slurm_states or {}).get
+    record_of = records.get
     out = []
-    for r in rows:
-        el = where.get(r.task_index)
-        rec = records.get(r.row_id)
-        slurm_state = states.get(el) if el else None
-        if r.row_id in done:  # the common cases of a large run skip the call
-            out.append(RowState(r, "done", "", el))
-        elif rec is None and slurm_state in ACTIVE_STATES:
-            out.append(RowState(r, "pending" if slurm_state in _QUEUED else "running", "", el))
+    add = out.append
+    for r in rows:  # 100k rows: the common cases are inlined, the rest goes to row_state
+        el = where(r.task_index)
+        if r.row_id in done:
+            add(RowState(r, "done", "", el))
+            continue
+        rec = record_of(r.row_id)
+        slurm_state = state_of(el) if el else None
+        if rec is None and slurm_state in ACTIVE_STATES:
+            add(RowState(r, "pending" if slurm_state in _QUEUED else "running", "", el))
+        elif rec is None and not known:
+            add(RowState(r, "pending" if el is None else "unknown", "", el))
         else:
-            out.append(row_state(r, False, rec, el, slurm_state, known))
+            add(row_state(r, False, rec, el, slurm_state, known))
     return out
 
 

@@ -24,7 +24,10 @@ LOCAL = "local"
 PLACEHOLDER = re.compile(r"<[^<>]+>")
 # Values that reach the sbatch script: names, paths and $VARS, but nothing a shell would run.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_@%+=:,./~${}<>\-\[\] ]*$")
-TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2})(?::(\d{2}))?$")
+TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # what a shell can export
+OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # sbatch spells its options with -
+NESTED = ("container", "env", "sbatch_options")  # a user's file merges into these field by field
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,21 @@ _CONTAINER_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def parse_time(value: str, where: str) -> int:
-    """SLURM time `[D-]HH:MM[:SS]` -> whole minutes (rounded up)."""
-    m = TIME.match(value)
+    """A time as sbatch reads it -> whole minutes (seconds round up): `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`,
+    `D-HH:MM` or `D-HH:MM:SS`. So `30:00` is thirty minutes, as SLURM takes it, not thirty hours."""
+    m = TIME.match(value.strip())
     if not m:
-        raise OellmError(f"{where}: {value!r} is not a SLURM time; use HH:MM:SS or D-HH:MM:SS")
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+        raise OellmError(f"{where}: {value!r} is not a SLURM time; use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
+                         "D-HH:MM:SS")
+    days, *fields = m.groups()
+    parts = [int(p) for p in fields if p is not None]
+    if days is not None:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+    if seconds >= 60 or (len(parts) == 3 or days is not None) and minutes >= 60:
+        raise OellmError(f"{where}: {value!r} has minutes or seconds of 60 or more")
+    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
 
 
 def format_minutes(minutes: int) -> str:
@@ -139,8 +151,9 @@ def build_cluster(name: str, data: dict[str, Any], source: str) -> ClusterConfig
         elif key in ("env", "sbatch_options"):
             _check_type(w, value, (dict,))
             for k, v in value.items():
-                if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", k):
-                    raise OellmError(f"{w}: {k!r} is not a valid name")
+                if not (ENV_NAME if key == "env" else OPTION_NAME).match(k):
+                    what = "an environment variable name (letters, digits, _)" if key == "env" else "an sbatch option"
+                    raise OellmError(f"{w}: {k!r} is not {what}")
                 _check_type(f"{w}.{k}", v, (str, int))
                 _check_safe(f"{w}.{k}", str(v))
             kw[key] = {k: str(v) for k, v in value.items()}
@@ -196,9 +209,20 @@ def load_clusters(user_file: str | Path | None = None) -> dict[str, ClusterConfi
             if name.startswith("_"):
                 continue
             base = raw.get(name, {})
-            raw[name] = {**base, **entry} if isinstance(entry, dict) else entry
+            raw[name] = _merge(base, entry) if isinstance(entry, dict) and isinstance(base, dict) else entry
             sources[name] = str(user_file)
     return {name: build_cluster(name, entry, sources[name]) for name, entry in raw.items()}
+
+
+def _merge(base: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A user's entry over a shipped one: top-level fields replace, and the objects `container`, `env` and
+    `sbatch_options` merge field by field, so setting a site's image keeps its GPU flag and binds
+    (`"container": null` still turns the container off)."""
+    out = {**base, **entry}
+    for key in NESTED:
+        if isinstance(base.get(key), dict) and isinstance(entry.get(key), dict):
+            out[key] = {**base[key], **entry[key]}
+    return out
 
 
 def detect_cluster(clusters: dict[str, ClusterConfig], requested: str | None = None,

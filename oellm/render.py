@@ -42,10 +42,16 @@ def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
         # stops after max_requeues); append, so the log of the failed attempt is kept
         "requeue" if cluster.max_requeues else "no-requeue": None, "open-mode": "append",
     }
+    switches = set(_SWITCHES)
     for key, value in cluster.sbatch_options.items():
-        opts[key.replace("_", "-")] = value
+        k = key.replace("_", "-")
+        if value == "" and k not in opts:  # {"exclusive": ""}: a bare switch
+            switches.add(k)
+            opts[k] = None
+        else:  # "" for an option oellm sets itself ({"gres": ""}) leaves it out
+            opts[k] = value
     return [f"--{k}" if v is None else f"--{k}={shlex.quote(v)}" for k, v in opts.items()
-            if v != "" and (v is not None or k in _SWITCHES)]
+            if v != "" and (v is not None or k in switches)]
 
 
 def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_minutes: int, python: str,

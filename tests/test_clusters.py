@@ -64,10 +64,41 @@ def test_user_file_overrides_fields_and_adds_clusters(tmp_path, monkeypatch):
     ({"env": {"HF_HOME": "$(whoami)"}}, "mysite.env.HF_HOME: '\\$\\(whoami\\)' has characters a shell would interpret"),
     ({"container": {"runtime": "docker"}}, "mysite.container.runtime: 'docker' is not supported"),
     ({"container": {"imag": "x"}}, r"mysite.container: unknown field\(s\) imag"),
+    ({"env": {"HF-HOME": "x"}}, r"mysite.env: 'HF-HOME' is not an environment variable name"),
+    ({"max_time": "1:75:00"}, "minutes or seconds of 60 or more"),
 ])
 def test_bad_user_file_names_the_field(tmp_path, entry, words):
     with pytest.raises(OellmError, match=words):
         load_clusters(user_file(tmp_path, {"mysite": entry}))
+
+
+def test_a_user_file_merges_into_nested_objects_field_by_field(tmp_path):
+    """Every user sets the image; the site's GPU flag, binds, env and sbatch options must stay."""
+    lumi = load_clusters()["lumi"]
+    mine = load_clusters(user_file(tmp_path, {"lumi": {"container": {"image": "/p/eval.sif"},
+                                                       "env": {"MY_VAR": "1"}}}))["lumi"]
+    assert mine.container.image == "/p/eval.sif"
+    assert (mine.container.gpu_flag, mine.container.binds) == (lumi.container.gpu_flag, lumi.container.binds)
+    assert mine.container.gpu_flag == "--rocm" and mine.env == {**lumi.env, "MY_VAR": "1"}
+    assert load_clusters(user_file(tmp_path, {"lumi": {"container": None}}))["lumi"].container is None
+
+
+@pytest.mark.parametrize("value, minutes", [("30", 30), ("30:00", 30), ("30:01", 31), ("01:30:00", 90),
+                                            ("2-0", 2880), ("1-02", 1560), ("1-02:30", 1590),
+                                            ("1-00:00:01", 1441), ("24:00:00", 1440)])
+def test_times_read_as_sbatch_reads_them(value, minutes):
+    from oellm.clusters import parse_time
+
+    assert parse_time(value, "max_time") == minutes
+
+
+def test_bare_sbatch_switches_are_kept_and_empty_builtins_dropped(tmp_path):
+    from oellm.render import sbatch_flags
+
+    cfg = load_clusters(user_file(tmp_path, {"t": {"gpus_per_task": 1, "sbatch_options": {"exclusive": "",
+                                                                                          "gres": ""}}}))["t"]
+    flags = sbatch_flags(cfg, 10)
+    assert "--exclusive" in flags and not any(f.startswith("--gres") for f in flags)
 
 
 def test_broken_json_and_missing_file(tmp_path):

@@ -220,6 +220,20 @@ def test_status_refuses_a_bad_by(tmp_path: Path) -> None:
         show(run.path, "shot", False, False)
 
 
+@pytest.mark.fast
+def test_status_on_a_host_without_sacct_falls_back_to_the_records(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [EvalRow("m", "a", 0), EvalRow("m", "b", 0)]
+    run = make_run_dir(tmp_path, rows, executor="slurm", cluster="testslurm", created="2026-01-01T00:00:00",
+                       submissions=[{"job_id": "1", "offset": 0, "size": 1}])
+    run.write_state(EvalRow("m", "a", 0, task_index=0).row_id, failed())
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    lines: list[str] = []
+    show(run.path, None, False, False, out=lines.append)
+    assert "SLURM accounting unavailable (sacct not found on PATH" in lines[0]
+    assert "failed 1" in lines[0] and "unknown 1" in lines[0]
+
+
 # ---------------------------------------------------------------- the real CLI on the local cluster
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -118,3 +119,11 @@ def test_task_manager_indexes_only_the_needed_folders(
             assert (str(entry.yaml_path) if entry.yaml_path else None) == full[name]["yaml_path"], name
         assert str(tm.task_index["tiny_mc_a"].yaml_path) == str(tiny_tasks / "tiny_mc_a.yaml")
     assert len(needed) > 2  # ai2_arc pulled in arc_easy and arc_challenge
+
+
+@pytest.mark.fast
+def test_an_lm_eval_without_the_task_modules_is_one_clear_error(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks._index", None)  # as on lm-eval 0.4.9-0.4.11
+    with pytest.raises(OellmError, match=r"oellm needs lm-eval >= 0\.4\.12"):
+        tasks.validate_tasks(["my_task"], [str(tmp_path)])

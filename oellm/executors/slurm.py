@@ -90,7 +90,7 @@ class SlurmExecutor:
         try:
             # no retries: a status that waits 6 s on a down controller helps nobody; the user runs it again
             states = slurm.query_states(ids, manifest.get("created") or "now-30days", retries=0)
-        except SlurmError as e:
+        except OellmError as e:  # SlurmError, or no sacct on this host at all
             return SchedulerView(None, f"SLURM accounting unavailable ({e})", calls=1)
         lagging = needed - states.keys()
         if not lagging:

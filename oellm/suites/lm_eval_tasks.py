@@ -30,6 +30,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("OELLM_CACHE_DIR") or Path.home() / ".cache" / "oellm")
 
 
+MIN_LM_EVAL = "0.4.12"  # its task index, factory and YAML loader modules, used below, start there
+
+
+def _internal(name: str) -> Any:
+    """One of lm-eval's task modules we build on; an older lm-eval is one clear error, not a traceback."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"lm_eval.tasks.{name}")
+    except ImportError:
+        raise OellmError(f"lm-eval {lm_eval_version()} is installed here; oellm needs lm-eval >= {MIN_LM_EVAL} "
+                         f"(pip install 'lm-eval>={MIN_LM_EVAL}')") from None
+
+
 def lm_eval_version() -> str:
     from importlib.metadata import version
 
@@ -63,7 +77,7 @@ def _children(kind: str, cfg: dict[str, Any] | None, tags: Iterable[str]) -> lis
 
 def _scan(paths: list[Path]) -> dict[str, dict[str, Any]]:
     """Index `paths` with lm-eval's own TaskIndex (the same rules TaskManager applies)."""
-    from lm_eval.tasks._index import TaskIndex
+    TaskIndex = _internal("_index").TaskIndex
 
     out = {}
     for name, e in TaskIndex.build(paths).items():
@@ -211,9 +225,7 @@ def with_metadata(tm: Any, metadata: dict[str, Any]) -> Any:
     from it). lm-eval applies metadata only when it builds a task (in its TaskFactory), so a new
     factory equals a new TaskManager without re-indexing."""
     if getattr(tm, "metadata", None) != metadata and hasattr(tm, "_factory"):
-        from lm_eval.tasks._factory import TaskFactory
-
-        tm.metadata, tm._factory = metadata, TaskFactory(meta=metadata)
+        tm.metadata, tm._factory = metadata, _internal("_factory").TaskFactory(meta=metadata)
     return tm
 
 
@@ -232,7 +244,7 @@ def task_datasets(names: list[str], include_paths: list[str]) -> dict[str, dict[
 
     Read from the task YAMLs (with their `include:`s) without building the tasks, which would load
     every dataset; the pre-cache needs the names first, to fetch each dataset once."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+    load_yaml = _internal("_yaml_loader").load_yaml
 
     index, seen, _ = _resolve(names, include_paths)
     out: dict[str, dict[str, Any] | None] = {}

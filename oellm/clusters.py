@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oellm.errors import OellmError
+from oellm.errors import OellmError, refuse_secret
 from oellm.resources import data_path
 
 LOCAL = "local"
@@ -154,6 +154,8 @@ def build_cluster(name: str, data: dict[str, Any], source: str) -> ClusterConfig
                 if not (ENV_NAME if key == "env" else OPTION_NAME).match(k):
                     what = "an environment variable name (letters, digits, _)" if key == "env" else "an sbatch option"
                     raise OellmError(f"{w}: {k!r} is not {what}")
+                if key == "env":
+                    refuse_secret(k, f"{w}: {k}", "the sbatch script and run.json")
                 _check_type(f"{w}.{k}", v, (str, int))
                 _check_safe(f"{w}.{k}", str(v))
             kw[key] = {k: str(v) for k, v in value.items()}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oellm.errors import OellmError
+from oellm.errors import OellmError, refuse_secret
 
 # A Hugging Face repo id: `name` or `org/name`; anything else that is not a local dir is refused,
 # so shell metacharacters in a model name never get further than planning.
@@ -65,6 +65,7 @@ def normalize_args(args: Iterable[str], model: str) -> str:
         key, val = key.strip(), val.strip()
         if key == "pretrained":
             raise OellmError(f"model {model}: pretrained= is the model itself; give the model path or id first")
+        refuse_secret(key, f"model {model}: model arg {key}=", "jobs.csv and every result")
         if not ARG_KEY.match(key) or not ARG_VALUE.match(val):
             raise OellmError(f"model {model}: bad model arg {arg!r}; expected key=value with letters, digits and _.:/@+-")
         out.append(f"{key}={val}")

@@ -54,11 +54,13 @@ def test_config_file(tmp_path):
     (["--cluster", "local", "--models", "org/a;touch /tmp/pwned", "--tasks", "t"], "neither an existing local directory"),
     (["--cluster", "local", "--models", "org/a", "--tasks", "t", "--n_shot", "-1"], "not a non-negative integer"),
     (["--cluster", "local"], "nothing to evaluate"),
+    (["--cluster", "local", "--models", "org/a,token=hf_s3cr3t", "--tasks", "t"], "token= looks like a secret"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, words):
     r = oellm("schedule-eval", "--output_dir", str(tmp_path / "runs"), *args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and words in r.stderr and "Traceback" not in r.stderr
+    assert "s3cr3t" not in r.stderr  # a secret is not even echoed
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

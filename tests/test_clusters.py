@@ -66,6 +66,7 @@ def test_user_file_overrides_fields_and_adds_clusters(tmp_path, monkeypatch):
     ({"container": {"imag": "x"}}, r"mysite.container: unknown field\(s\) imag"),
     ({"env": {"HF-HOME": "x"}}, r"mysite.env: 'HF-HOME' is not an environment variable name"),
     ({"max_time": "1:75:00"}, "minutes or seconds of 60 or more"),
+    ({"env": {"HF_TOKEN": "hf_x"}}, "mysite.env: HF_TOKEN looks like a secret .* export HF_TOKEN"),
 ])
 def test_bad_user_file_names_the_field(tmp_path, entry, words):
     with pytest.raises(OellmError, match=words):

@@ -11,6 +11,7 @@ import shlex
 from functools import lru_cache
 
 from oellm.clusters import ClusterConfig, format_minutes
+from oellm.errors import OellmError
 from oellm.offline import WORKER_ENV
 from oellm.resources import data_path
 
@@ -56,10 +57,20 @@ def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
 
 def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_minutes: int, python: str,
                   extra_binds: tuple[str, ...] = ()) -> str:
-    """The array script for one run; chunks differ only in the offset they pass as `$1`."""
+    """The array script for one run; chunks differ only in the offset they pass as `$1`.
+
+    `extra_binds` are paths of the login node (the output root): single-quoted, so `$(...)` or `$x` in a
+    directory name stays a name; Singularity splits `--bind` values on `:` and `,`, so such paths are refused.
+    The site's binds are double-quoted: their `$SCRATCH` is the compute node's (clusters.py vetted them)."""
+    site = list(cluster.container.binds) if cluster.container else []
+    paths = [b for b in dict.fromkeys(extra_binds) if b not in site] if cluster.container else []
+    bad = [p for p in paths if any(c in p for c in ":,\n")]
+    if bad:
+        raise OellmError(f"cannot bind {bad[0]!r} into the container: Singularity splits --bind on ':' and ','; "
+                         "use an --output_dir without ':', ',' or a newline")
     return _environment().get_template(TEMPLATE).render(
         run_dir=run_dir, job_name=job_name, log_dir=f"{run_dir}/slurm_logs",
         sbatch_flags=sbatch_flags(cluster, time_minutes), modules=list(cluster.modules),
         env=sorted(cluster.env.items()), offline=list(WORKER_ENV.items()), container=cluster.container, python=python,
-        binds=list(dict.fromkeys((*(cluster.container.binds if cluster.container else ()), *extra_binds))),
+        site_binds=site, path_binds=paths,
     )

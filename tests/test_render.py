@@ -1,13 +1,16 @@
 """Golden sbatch scripts, one per clusters.json entry: the whole text must match."""
 
 import difflib
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from oellm.clusters import load_clusters
+from oellm.errors import OellmError
 from oellm.render import render_sbatch
 
 pytestmark = pytest.mark.fast
@@ -63,3 +66,28 @@ def test_requeue_after_node_failure_is_on_unless_max_requeues_is_0():
     assert "--requeue" in on and "--no-requeue" not in on and "--open-mode=append" in on  # keep the failed log
     off = sbatch_flags(dataclasses.replace(CLUSTERS["leonardo"], max_requeues=0), 60)
     assert "--no-requeue" in off and "--requeue" not in off
+
+
+def test_an_output_dir_with_shell_syntax_stays_a_name_on_the_node(tmp_path):
+    """`$(...)`, `$x` and quotes in the output dir reach the container runtime literally: nothing runs."""
+    root = tmp_path / 'runs $(touch pwned) "q" $HOME'
+    run_dir = f"{root}/2026-01-02-03-04-05"
+    script = render_sbatch(CLUSTERS["leonardo"], run_dir=run_dir, job_name="oellm-x", time_minutes=10,
+                           python="python3", extra_binds=(str(root),))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv.json"
+    (bin_dir / "singularity").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                         f"open({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    (bin_dir / "singularity").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SCRATCH": "/s", "WORK": "/w", "SLURM_ARRAY_TASK_ID": "0"}
+    subprocess.run(["bash", "-c", script, "sbatch", "0"], cwd=tmp_path, env=env, check=True)
+    argv = json.loads(record.read_text())
+    assert argv[argv.index(str(root)) - 1] == "--bind" and run_dir in argv
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_bind_singularity_would_split_is_refused():
+    with pytest.raises(OellmError, match="Singularity splits --bind on ':' and ','"):
+        render_sbatch(CLUSTERS["lumi"], run_dir="/a:b/run", job_name="x", time_minutes=10, python="python3",
+                      extra_binds=("/a:b",))

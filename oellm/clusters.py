@@ -211,12 +211,12 @@ def load_clusters(user_file: str | Path | None = None) -> dict[str, ClusterConfi
             if name.startswith("_"):
                 continue
             base = raw.get(name, {})
-            raw[name] = _merge(base, entry) if isinstance(entry, dict) and isinstance(base, dict) else entry
+            raw[name] = merge_entry(base, entry) if isinstance(entry, dict) and isinstance(base, dict) else entry
             sources[name] = str(user_file)
     return {name: build_cluster(name, entry, sources[name]) for name, entry in raw.items()}
 
 
-def _merge(base: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def merge_entry(base: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """A user's entry over a shipped one: top-level fields replace, and the objects `container`, `env` and
     `sbatch_options` merge field by field, so setting a site's image keeps its GPU flag and binds
     (`"container": null` still turns the container off)."""

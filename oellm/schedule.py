@@ -18,7 +18,8 @@ from oellm import __version__
 from oellm.clusters import ClusterConfig, detect_cluster, format_minutes, load_clusters
 from oellm.errors import OellmError
 from oellm.executors import Capacity, Executor, NothingStarted, for_cluster
-from oellm.plan.packing import RunPlan
+from oellm.plan.overrides import with_overrides
+from oellm.plan.packing import RunPlan, check_time_limit
 from oellm.plan.request import Request, include_paths, output_root, plan_rows
 from oellm.render import render_sbatch
 from oellm.rows import EvalRow
@@ -27,7 +28,8 @@ from oellm.rundir import RunDir, creating, existing_results, new_run_stamp, writ
 
 def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     """Plan, write the run dir, then hand it to the cluster's executor; returns the run dir."""
-    cluster = detect_cluster(load_clusters(req.clusters_file), req.cluster)
+    cluster = with_overrides(detect_cluster(load_clusters(req.clusters_file), req.cluster), req)
+    fixed_minutes = check_time_limit(req.time_limit, cluster) if req.time_limit else None
     executor = for_cluster(cluster, req.workers)
     includes = include_paths(req)
     rows, dropped = plan_rows(req, includes)
@@ -57,7 +59,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
         executor.check_ready()
         capacity = executor.capacity()
     plan = RunPlan.build(rows, cluster, req.evals_per_task, capacity.max_array, capacity.queued,
-                         skipped=total - len(rows), dropped=dropped)
+                         skipped=total - len(rows), dropped=dropped, minutes=fixed_minutes)
     revisions = ensure_cached(rows, cluster, includes, log) if req.precache and not req.dry_run else {}
 
     with creating(root, new_run_stamp(root)) as (tmp, final):
@@ -114,6 +116,7 @@ def manifest(req: Request, cluster: ClusterConfig, executor: Executor, includes:
         "log_samples": req.log_samples, "limit": req.limit, "n_rows": len(plan.rows),
         "evals_per_task": plan.evals_per_task, "n_tasks": plan.n_tasks, "time_limit": format_minutes(plan.minutes),
         "submissions": [], "held_back_tasks": plan.submission.held_back, "model_revisions": {},
+        "slurm_overrides": {**req.cluster_fields(), **({"time_limit": req.time_limit} if req.time_limit else {})},
     }
 
 

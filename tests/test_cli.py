@@ -141,3 +141,37 @@ def test_precache_is_on_by_default_and_can_be_skipped():
     parse = lambda *a: cli._parser().parse_args(["schedule-eval", "--models", "m", *a])["schedule-eval"]  # noqa: E731
     assert parse().precache is True
     assert parse("--no_precache").precache is False and parse("--precache", "false").precache is False
+
+
+def test_per_run_slurm_overrides_reach_the_script_and_run_json(tmp_path):
+    """A full partition or an exhausted budget: this run goes elsewhere without a clusters file of its own."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    r = oellm("schedule-eval", "--cluster", "leonardo", "--models", str(model), "--tasks", "hellaswag",
+              "--output_dir", str(tmp_path / "runs"), "--dry_run", "--account", "EUHPC_X", "--partition", "lrd_all",
+              "--mem", "32G", "--time_limit", "30:00", "--sbatch_option", "constraint=a100",
+              "--sbatch_option", "exclusive=")
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    script = (run / "submit_evals.sbatch").read_text().splitlines()
+    for line in ("#SBATCH --partition=lrd_all", "#SBATCH --account=EUHPC_X", "#SBATCH --mem=32G",
+                 "#SBATCH --time=00:30:00", "#SBATCH --constraint=a100", "#SBATCH --exclusive"):
+        assert line in script, line
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["slurm_overrides"] == {"partition": "lrd_all", "account": "EUHPC_X", "mem": "32G",
+                                           "sbatch_options": {"constraint": "a100", "exclusive": ""},
+                                           "time_limit": "30:00"}
+    assert "account is still the site placeholder" not in r.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mem", "$(id)"], "command line: leonardo.mem: '$(id)' has characters a shell would interpret"),
+    (["--time_limit", "2-00:00:00"], "--time_limit 2-00:00:00 exceeds cluster leonardo's max_time"),
+    (["--sbatch_option", "constraint"], "--sbatch_option 'constraint': expected key=value"),
+])
+def test_bad_overrides_are_one_line(tmp_path, args, words):
+    r = oellm("schedule-eval", "--cluster", "leonardo", "--models", "org/m", "--tasks", "hellaswag",
+              "--output_dir", str(tmp_path / "runs"), "--dry_run", *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()

@@ -399,6 +399,22 @@ def test_resubmit_doubles_the_time_limit_of_timed_out_tasks_only() -> None:
 
 
 @pytest.mark.fast
+def test_resubmit_overrides_become_sbatch_flags_of_every_group() -> None:
+    from oellm.clusters import build_cluster
+    from oellm.runs.resubmit import Resubmit, _groups, _override_flags
+
+    opts = Resubmit(run_dir=Path("r"), partition="big", account="B2", mem="80G",
+                    sbatch_option=["constraint=h100", "exclusive="])
+    flags = _override_flags(opts)
+    assert flags == ["--partition=big", "--account=B2", "--mem=80G", "--constraint=h100", "--exclusive"]
+    cluster = build_cluster("c", {"max_time": "02:00:00"}, "test")
+    states = [st.RowState(ref(0), "timeout"), st.RowState(ref(1), "failed")]
+    manifest = {"time_limit": "00:40:00", "submissions": [{"job_id": "5", "offset": 0, "size": 2}]}
+    assert _groups(states, [0, 1], manifest, cluster, None, None, flags) == {
+        ("--time=01:20:00", *flags): [0], tuple(flags): [1]}
+
+
+@pytest.mark.fast
 def test_a_requeued_row_says_so_while_it_waits_to_run_again() -> None:
     subs = [{"job_id": "9", "offset": 0, "size": 2}]
     records = {"row0": {"state": "interrupted", "slurm_array_job_id": "9", "slurm_restart_count": 0},

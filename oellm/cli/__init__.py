@@ -82,11 +82,23 @@ def _positional(argv: list[str]) -> list[str]:
         if flag == "run_dirs" or len(words) == 1 else argv
 
 
+APPENDED = ("--sbatch_option",)  # list flags users repeat: each use adds one item
+
+
+def _appended(argv: list[str]) -> list[str]:
+    """`--sbatch_option a=1 --sbatch_option b=2` -> jsonargparse's list-append spelling `--sbatch_option+`."""
+    out = []
+    for a in argv:
+        flag, eq, value = a.partition("=")
+        out.append(f"{flag}+{eq}{value}" if flag in APPENDED else a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from oellm.errors import OellmError
 
     parser = _parser()
-    cfg = parser.parse_args(_positional(list(sys.argv[1:] if argv is None else argv)))
+    cfg = parser.parse_args(_appended(_positional(list(sys.argv[1:] if argv is None else argv))))
     name = cfg.command
     kwargs = {k: v for k, v in cfg[name].as_dict().items() if k != "config" and not k.startswith("__")}
     fn = COMMANDS[name]

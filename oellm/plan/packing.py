@@ -11,7 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from oellm.clusters import ClusterConfig
+from oellm.clusters import ClusterConfig, parse_time
+from oellm.errors import OellmError
 from oellm.rows import EvalRow
 
 MIN_TIME_MINUTES = 10
@@ -56,11 +57,13 @@ class RunPlan:
 
     @classmethod
     def build(cls, rows: Sequence[EvalRow], cluster: ClusterConfig, evals_per_task: int | None,
-              slurm_max_array: int | None, queued_now: int, skipped: int = 0, dropped: int = 0) -> RunPlan:
+              slurm_max_array: int | None, queued_now: int, skipped: int = 0, dropped: int = 0,
+              minutes: int | None = None) -> RunPlan:
+        """`minutes`: a time limit the user set (--time_limit), else one estimated from the packing."""
         per_task = evals_per_task or default_evals_per_task(cluster)
         packed = pack(rows, per_task)
         n_tasks = count_tasks(packed)
-        return cls(tuple(packed), per_task, n_tasks, time_limit(cluster, min(per_task, len(packed))),
+        return cls(tuple(packed), per_task, n_tasks, minutes or time_limit(cluster, min(per_task, len(packed))),
                    plan_submission(range(n_tasks), cluster, slurm_max_array, queued_now), skipped, dropped)
 
 
@@ -85,6 +88,14 @@ def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
 
 def count_tasks(rows: Sequence[EvalRow]) -> int:
     return 1 + max((r.task_index for r in rows), default=-1)
+
+
+def check_time_limit(value: str, cluster: ClusterConfig) -> int:
+    """A --time_limit in minutes; more than the cluster's max_time would be refused by SLURM after queueing."""
+    minutes = parse_time(value, "--time_limit")
+    if minutes > cluster.max_minutes:
+        raise OellmError(f"--time_limit {value} exceeds cluster {cluster.name}'s max_time {cluster.max_time}")
+    return minutes
 
 
 def time_limit(cluster: ClusterConfig, evals_in_task: int) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from oellm.clusters import ClusterConfig, expand
 from oellm.errors import OellmError
 from oellm.plan import expand as ex
+from oellm.plan.overrides import SlurmOverrides
 from oellm.rows import EvalRow
 
 
@@ -53,7 +54,7 @@ class Selection:
 
 
 @dataclass
-class Request(Selection):
+class Request(SlurmOverrides, Selection):
     """A selection of rows plus how to run them: output dir, packing, batch size, what to do.
 
     Args:

@@ -8,6 +8,7 @@ out, more GPUs when asked), one `sbatch` per group and chunk; the workers skip r
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,15 @@ from typing import Any
 from oellm.clusters import ClusterConfig, format_minutes, parse_time
 from oellm.errors import OellmError
 from oellm.executors import for_run
-from oellm.plan.packing import plan_submission
+from oellm.plan.overrides import SlurmOverrides, with_overrides
+from oellm.plan.packing import check_time_limit, plan_submission
 from oellm.rundir import RunDir, task_elements
 from oellm.runs import states as st
 from oellm.runs.view import view
 
 
 @dataclass
-class Resubmit:
+class Resubmit(SlurmOverrides):
     """Which run to resubmit, and what to change for its resubmitted array tasks.
 
     Args:
@@ -38,10 +40,8 @@ class Resubmit:
             BOOT_FAIL), which are safe to retry unchanged, e.g. from cron.
     """
 
-    run_dir: Path
+    run_dir: Path | None = None
     dry_run: bool = False
-    time_limit: str | None = None
-    gpus_per_task: int | None = None
     batch_size: str | None = None
     infra_only: bool = False
 
@@ -52,8 +52,10 @@ def resubmit(opts: Resubmit) -> None:
     manifest = run.read_manifest()
     executor = for_run(run, manifest)
     executor.require_control(run, "resubmit")
-    cluster = executor.cluster
-    fixed = None if opts.time_limit is None else _check_time(opts.time_limit, cluster)
+    if opts.run_dir is None:
+        raise OellmError("which run? pass it: `oellm resubmit RUN_DIR`")
+    cluster = with_overrides(executor.cluster, opts)  # validates the overrides like a clusters file
+    fixed = None if opts.time_limit is None else check_time_limit(opts.time_limit, cluster)
     gpus_per_task, infra_only = opts.gpus_per_task, opts.infra_only
     if gpus_per_task is not None and gpus_per_task < 1:
         raise OellmError(f"--gpus_per_task: must be >= 1, got {gpus_per_task}")
@@ -66,7 +68,7 @@ def resubmit(opts: Resubmit) -> None:
     if not todo:
         print(f"nothing to resubmit in {run.path}: " + ", ".join(f"{k} {n}" for k, n in st.counts(v.states).items()))
         return
-    groups = _groups(v.states, todo, manifest, cluster, fixed, gpus_per_task)
+    groups = _groups(v.states, todo, manifest, cluster, fixed, gpus_per_task, _override_flags(opts))
     overrides = _overrides(v.states, set(todo), manifest, opts.batch_size, gpus_per_task)
     capacity = executor.capacity()
     queued = capacity.queued
@@ -102,11 +104,14 @@ def resubmit(opts: Resubmit) -> None:
     run.update_manifest(held_back_tasks=int(manifest.get("n_tasks") or 0) - len(covered))
 
 
-def _check_time(value: str, cluster: ClusterConfig) -> int:
-    minutes = parse_time(value, "--time_limit")
-    if minutes > cluster.max_minutes:
-        raise OellmError(f"--time_limit {value} exceeds cluster {cluster.name}'s max_time {cluster.max_time}")
-    return minutes
+def _override_flags(opts: SlurmOverrides) -> list[str]:
+    """sbatch flags for --partition, --account, --qos, --mem and --sbatch_option: on sbatch's command line
+    they win over the script's #SBATCH lines, and each submission's record keeps them."""
+    fields = opts.cluster_fields()
+    flags = [f"--{k}={fields[k]}" for k in ("partition", "account", "qos", "mem") if k in fields]
+    for key, value in (fields.get("sbatch_options") or {}).items():
+        flags.append(f"--{key.replace('_', '-')}" + (f"={value}" if value != "" else ""))
+    return flags
 
 
 def last_minutes(manifest: dict[str, Any]) -> dict[int, int]:
@@ -123,7 +128,7 @@ def last_minutes(manifest: dict[str, Any]) -> dict[int, int]:
 
 
 def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any], cluster: ClusterConfig,
-            fixed: int | None, gpus: int | None) -> dict[tuple[str, ...], list[int]]:
+            fixed: int | None, gpus: int | None, extra: Sequence[str] = ()) -> dict[tuple[str, ...], list[int]]:
     """sbatch options -> the tasks that need them, in task order."""
     timed_out = {s.row.task_index for s in states if s.state == "timeout"}
     last = last_minutes(manifest)
@@ -140,7 +145,7 @@ def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any]
             options.append(f"--time={format_minutes(min(cluster.max_minutes, 2 * before))}")
         if gpus is not None:
             options.append(f"--gres=gpu:{gpus}")
-        groups[tuple(options)].append(t)
+        groups[tuple([*options, *extra])].append(t)
     if capped:
         print(f"note: {len(capped)} timed-out task(s) already had the cluster's max_time {cluster.max_time}: they "
               "get it again; schedule their rows with a smaller --evals_per_task to give each row more time")

@@ -1,0 +1,60 @@
+"""Per-run SLURM settings (`--partition`, `--account`, `--mem`, ...) over the cluster's, shared by
+`schedule-eval` and `resubmit`: a run can go ahead when a budget is exhausted or a partition is full,
+without a clusters file of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from oellm.clusters import ClusterConfig, build_cluster, merge_entry
+from oellm.errors import OellmError
+
+
+@dataclass
+class SlurmOverrides:
+    """SLURM settings of one run, over the cluster's (an exhausted budget, a full partition).
+
+    Args:
+        partition: Partition for this run's array tasks, instead of the cluster's.
+        account: Account (budget) to charge, instead of the cluster's.
+        qos: Quality of service, instead of the cluster's.
+        time_limit: Time limit of every array task (HH:MM:SS, D-HH:MM:SS, ...), at most the cluster's
+            max_time; by default it is estimated from the rows each task evaluates.
+        gpus_per_task: GPUs per array task (`--gres=gpu:N`).
+        mem: Memory per array task, e.g. 64G.
+        sbatch_option: More sbatch options as key=value (a bare switch: key=), repeatable:
+            --sbatch_option constraint=a100 --sbatch_option exclusive=
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_limit: str | None = None
+    gpus_per_task: int | None = None
+    mem: str | None = None
+    sbatch_option: list[str] | None = None
+
+    def cluster_fields(self) -> dict[str, Any]:
+        """The overrides as clusters.json fields (time_limit is the run's, not the cluster's)."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("partition", "account", "qos", "gpus_per_task", "mem")
+                               if getattr(self, k) is not None}
+        if self.sbatch_option:
+            pairs = [o.partition("=") for o in self.sbatch_option]
+            bad = [o for o, (_, eq, _) in zip(self.sbatch_option, pairs, strict=True) if not eq]
+            if bad:
+                raise OellmError(f"--sbatch_option {bad[0]!r}: expected key=value (key= for a bare switch)")
+            out["sbatch_options"] = {k.strip().lstrip("-"): v.strip() for k, _, v in pairs}
+        return out
+
+
+def with_overrides(cluster: ClusterConfig, overrides: SlurmOverrides) -> ClusterConfig:
+    """The cluster with a run's overrides, validated like a clusters file (the message names the flag's field)."""
+    changes = overrides.cluster_fields()
+    if not changes:
+        return cluster
+    data = {k: v for k, v in dataclasses.asdict(cluster).items() if k != "name"}
+    data = json.loads(json.dumps(data))  # tuples -> lists, as a clusters file holds them
+    return build_cluster(cluster.name, merge_entry(data, changes), "command line")

@@ -111,6 +111,20 @@ def test_pinned_rows_evaluate_their_commit_on_the_offline_node(hub: Hub, hub_tas
         assert prov["model_revision"] == hub.tiny_v1 != new
 
 
+def test_hf_hub_offline_on_the_login_node_is_honoured(hub: Hub, hub_tasks: Path, local, monkeypatch, tmp_path):
+    """After --download_only elsewhere, or on an offline login node: branches resolve from the cache, nothing
+    is fetched, the offline proof passes; what is not cached is named with the flag that stops the fetch."""
+    rows = [row("org/tiny"), row("org/tiny", model_args="revision=v1")]
+    online = precache(rows, local, [str(hub_tasks)], log=lambda s: None)
+    go_offline(hub, monkeypatch)  # the server is gone: any request would fail
+    logs: list[str] = []
+    assert precache(rows, local, [str(hub_tasks)], log=logs.append) == online == {"org/tiny": hub.tiny_v1,
+                                                                                   "org/tiny@v1": hub.tiny_v1}
+    assert "HF_HUB_OFFLINE is set" in logs[0] and check_cache(rows, local, [str(hub_tasks)], online) == []
+    with pytest.raises(OellmError, match=r"model org/other@main: not in the cache, and HF_HUB_OFFLINE is set"):
+        precache([row("org/other")], local, [str(hub_tasks)], log=lambda s: None)
+
+
 def test_revision_that_does_not_exist_is_one_line_error(hub: Hub, hub_tasks: Path, local):
     with pytest.raises(OellmError) as e:
         precache([row("org/tiny", model_args="revision=nope")], local, [str(hub_tasks)], log=lambda s: None)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.clusters import ClusterConfig, expand
+from oellm.rows import COMMIT
 from oellm.rundir import atomic_open
 
 
@@ -60,6 +61,19 @@ def write_marker(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as fh:  # temp + rename: a concurrent pre-cache reads old or new, never half
         json.dump(data, fh)
+
+
+def local_commit(env: dict[str, str], repo: str, revision: str | None) -> str | None:
+    """The commit a revision names in the local hub cache (refs/<branch or tag>, or the commit itself),
+    when its snapshot is there; None otherwise. What an offline login node can resolve."""
+    folder = hub_cache(env) / f"models--{repo.replace('/', '--')}"
+    commit: str | None = revision
+    if revision is None or not COMMIT.match(revision):
+        try:
+            commit = (folder / "refs" / (revision or "main")).read_text().strip()
+        except OSError:
+            return None
+    return commit if commit and (folder / "snapshots" / commit).is_dir() else None
 
 
 def dataset_label(ds: dict[str, Any], with_tasks: bool = False) -> str:

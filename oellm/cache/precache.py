@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,12 +28,13 @@ from oellm.cache.paths import (
     dataset_label,
     dataset_marker,
     hub_cache,
+    local_commit,
     model_marker,
     write_marker,
 )
 from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
-from oellm.offline import OFFLINE_ENV
+from oellm.offline import OFFLINE_ENV, offline_requested
 from oellm.rows import COMMIT, WEIGHTS, EvalRow, has_weights, revision_key
 
 
@@ -133,7 +135,9 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
             table.append((dataset_label(ds), "already there", mark["bytes"]))
         else:
             ds_fetch.append(ds)
-    if to_fetch or ds_fetch:
+    if (to_fetch or ds_fetch) and offline_requested(os.environ):  # the user's own flag on the login node
+        errors += _resolve_offline(env, to_fetch, ds_fetch, table, revisions, log)
+    elif to_fetch or ds_fetch:
         log(f"pre-caching {len(to_fetch)} model(s) and {len(ds_fetch)} dataset(s) into "
             f"{hub_cache(env).parent} (cluster {cluster.name})")
         online = {k: v for k, v in env.items() if k not in OFFLINE_ENV}  # the login node is online
@@ -157,6 +161,26 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
         raise OellmError(f"pre-cache failed for {len(errors)} item(s): " + "; ".join(errors))
     log(format_table(table))
     return revisions
+
+
+def _resolve_offline(env: dict[str, str], models: list[dict], datasets: list[dict], table: list,
+                     revisions: dict[str, str], log: Callable[[str], None]) -> list[str]:
+    """HF_HUB_OFFLINE is set where oellm runs (an offline login node, or after --download_only elsewhere):
+    resolve revisions from the cache's refs, fetch nothing; the offline proof then checks every load."""
+    log(f"HF_HUB_OFFLINE is set: resolving {len(models)} model(s) from the cache at {hub_cache(env).parent}, "
+        f"fetching nothing" + (f"; {len(datasets)} dataset(s) are left to the offline check" if datasets else ""))
+    errors = []
+    for m in models:
+        repo, rev = m["repo"], m["revision"]
+        commit = local_commit(env, repo, rev)
+        if commit is None:
+            errors.append(f"model {repo}@{rev or 'main'}: not in the cache, and HF_HUB_OFFLINE is set here; "
+                          "pre-cache it where the Hub is reachable (--download_only), or unset the flag")
+            continue
+        table.append((f"model {repo}@{commit[:12]}", "already there", 0))
+        if rev != commit:
+            revisions[revision_key(repo, rev)] = commit
+    return errors
 
 
 def format_table(table: list[tuple[str, str, int]]) -> str:

@@ -399,6 +399,23 @@ def test_resubmit_doubles_the_time_limit_of_timed_out_tasks_only() -> None:
 
 
 @pytest.mark.fast
+def test_host_memory_gets_more_mem_and_gpu_memory_a_smaller_batch() -> None:
+    """SLURM's OUT_OF_MEMORY (the node's RAM) and a CUDA out-of-memory in a row need different cures."""
+    from oellm.clusters import build_cluster
+    from oellm.runs.resubmit import _groups, _overrides
+
+    cluster = build_cluster("c", {"mem": "64G"}, "test")
+    manifest = {"time_limit": "00:40:00", "batch_size": 8, "submissions": [
+        {"job_id": "5", "offset": 0, "size": 3}, {"job_id": "6", "offset": 2, "size": 1, "options": ["--mem=128G"]}]}
+    states = [st.RowState(ref(0), "oom", "SLURM OUT_OF_MEMORY", "5_0"), st.RowState(ref(1), "oom", "oom: CUDA out"),
+              st.RowState(ref(2), "oom", "SLURM OUT_OF_MEMORY", "6_0")]
+    assert _groups(states, [0, 1, 2], manifest, cluster, None, None) == {
+        ("--mem=128G",): [0], (): [1], ("--mem=256G",): [2]}
+    assert _overrides(states, {0, 1, 2}, manifest, None, None) == {"1": {"batch_size": 4}}
+    assert _groups(states, [0], manifest, cluster, None, None, ["--mem=500G"]) == {("--mem=500G",): [0]}
+
+
+@pytest.mark.fast
 def test_resubmit_overrides_become_sbatch_flags_of_every_group() -> None:
     from oellm.clusters import build_cluster
     from oellm.runs.resubmit import Resubmit, _groups, _override_flags

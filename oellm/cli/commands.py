@@ -66,7 +66,8 @@ def resubmit(options: Resubmit) -> None:
 
     Tasks SLURM may still run are never submitted twice; rows already done are skipped by the worker.
     Without options, a task that timed out gets twice its last time limit (up to the cluster's
-    max_time) and one that ran out of memory half its integer batch size.
+    max_time), one that SLURM killed for host memory twice its --mem, and one whose row ran out of GPU
+    memory half its integer batch size.
     """
     from oellm.runs.resubmit import resubmit as resubmit_run
 

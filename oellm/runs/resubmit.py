@@ -7,6 +7,7 @@ out, more GPUs when asked), one `sbatch` per group and chunk; the workers skip r
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,23 +118,34 @@ def _override_flags(opts: SlurmOverrides) -> list[str]:
 def last_minutes(manifest: dict[str, Any]) -> dict[int, int]:
     """Array task -> the time limit (minutes) of its latest submission: a resubmit's --time= or the run's."""
     own = ((manifest.get("cluster_config") or {}).get("sbatch_options") or {}).get("time")  # wins in the script
-    base = parse_time(own or manifest.get("time_limit") or "00:10:00", "run.json time_limit")
-    out: dict[int, int] = {}
+    base = own or manifest.get("time_limit") or "00:10:00"
+    return {t: parse_time(v or base, "run.json time limit") for t, v in _last_option(manifest, "--time=").items()}
+
+
+def _last_option(manifest: dict[str, Any], prefix: str) -> dict[int, str | None]:
+    """Array task -> the value of sbatch flag `prefix` in its latest submission (None: the script's own)."""
+    out: dict[int, str | None] = {}
     for s in manifest.get("submissions") or []:
-        times = [o.split("=", 1)[1] for o in s.get("options") or [] if o.startswith("--time=")]
-        minutes = parse_time(times[-1], "run.json submission --time") if times else base
+        values = [o[len(prefix):] for o in s.get("options") or [] if o.startswith(prefix)]
         for i in range(int(s["offset"]), int(s["offset"]) + int(s["size"])):
-            out[i] = minutes
+            out[i] = values[-1] if values else None
     return out
+
+
+def double_mem(value: str | None) -> str | None:
+    """`64G` -> `128G` (SLURM's units; a bare number is megabytes); None when it cannot be read."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)B?", (value or "").strip(), re.IGNORECASE)
+    return None if m is None else f"{2 * int(m.group(1))}{m.group(2).upper() or 'M'}"
 
 
 def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any], cluster: ClusterConfig,
             fixed: int | None, gpus: int | None, extra: Sequence[str] = ()) -> dict[tuple[str, ...], list[int]]:
     """sbatch options -> the tasks that need them, in task order."""
     timed_out = {s.row.task_index for s in states if s.state == "timeout"}
-    last = last_minutes(manifest)
+    out_of_host_memory = {s.row.task_index for s in states if st.host_oom(s)}
+    last, last_mem = last_minutes(manifest), _last_option(manifest, "--mem=")
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    capped = []
+    capped, stuck = [], []
     for t in todo:
         options = []
         if fixed is not None:
@@ -145,11 +157,23 @@ def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any]
             options.append(f"--time={format_minutes(min(cluster.max_minutes, 2 * before))}")
         if gpus is not None:
             options.append(f"--gres=gpu:{gpus}")
+        if t in out_of_host_memory and not any(o.startswith("--mem=") for o in extra):
+            mem = double_mem(last_mem.get(t) or cluster.mem)  # SLURM killed it for host memory: ask for twice
+            options += [f"--mem={mem}"] if mem else []
+            stuck += [] if mem else [t]
         groups[tuple([*options, *extra])].append(t)
+    if stuck:
+        print(f"note: {len(stuck)} task(s) ran out of host memory and the cluster sets no --mem to double "
+              "(mem); pass --mem, e.g. --mem 128G")
     if capped:
         print(f"note: {len(capped)} timed-out task(s) already had the cluster's max_time {cluster.max_time}: they "
               "get it again; schedule their rows with a smaller --evals_per_task to give each row more time")
     return dict(groups)
+
+
+def cuda_oom(s: st.RowState) -> bool:
+    """Out of GPU memory inside a row: a smaller batch helps (host memory: more --mem does)."""
+    return s.state == "oom" and not st.host_oom(s)
 
 
 def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, Any], batch_size: str | None,
@@ -163,7 +187,7 @@ def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, An
             out[str(t)]["batch_size"] = value
     else:
         old = manifest.get("task_overrides") or {}
-        for t in sorted({s.row.task_index for s in states if s.state == "oom" and s.row.task_index in todo}):
+        for t in sorted({s.row.task_index for s in states if cuda_oom(s) and s.row.task_index in todo}):
             size = (old.get(str(t)) or {}).get("batch_size", manifest.get("batch_size"))
             if str(size).isdigit() and int(size) > 1:
                 out[str(t)]["batch_size"] = int(size) // 2
@@ -176,7 +200,7 @@ def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, An
 def _oom_note(states: list[st.RowState], todo: set[int], manifest: dict[str, Any],
               overrides: dict[str, dict[str, Any]], gpus: int | None) -> str | None:
     """Out-of-memory tasks that would get nothing different (batch "auto" or 1, no --gpus_per_task)."""
-    oom = {s.row.task_index for s in states if s.state == "oom" and s.row.task_index in todo}
+    oom = {s.row.task_index for s in states if cuda_oom(s) and s.row.task_index in todo}
     stuck = sorted(t for t in oom if "batch_size" not in overrides.get(str(t), {}))
     if not stuck or gpus is not None:
         return None

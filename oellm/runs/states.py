@@ -53,6 +53,11 @@ class RowState(NamedTuple):
         return None if self.element is None else f"slurm_logs/{self.element}.err"
 
 
+def host_oom(s: RowState) -> bool:
+    """SLURM killed the task for its host memory (`--mem`), not a CUDA out-of-memory inside the row."""
+    return s.state == "oom" and s.reason.startswith("SLURM OUT_OF_MEMORY")
+
+
 def from_record(rec: dict[str, Any] | None, default: str) -> tuple[str, str]:
     """(state, reason) from a worker's state record alone."""
     if rec is None:

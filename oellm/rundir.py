@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from oellm import runlock
 from oellm.errors import OellmError
 from oellm.rows import EvalRow
 
@@ -27,6 +28,7 @@ T = TypeVar("T")
 JOBS_CSV = "jobs.csv"
 MANIFEST = "run.json"
 SBATCH_SCRIPT = "submit_evals.sbatch"
+LOCK = "run.lock"
 RUN_STAMP_FORMAT = "%Y-%m-%d-%H-%M-%S"
 # A result is written whole (temp file, fsync, rename), so a smaller file (`{}`, zero bytes from a full
 # disk or a hand-made file) is no evaluation: the row is not done. The worker checks content in full.
@@ -187,6 +189,10 @@ class RunDir:
             return read_json(self.manifest)
         except FileNotFoundError:
             raise OellmError(f"{self.manifest} not found: {self.path} is not an oellm run directory") from None
+
+    def locked(self, wait_s: float = 120.0) -> contextlib.AbstractContextManager[None]:
+        """Hold the run's lock (see `oellm.runlock`) around a read-change-write of run.json or a submission."""
+        return runlock.locked(self.path / LOCK, wait_s)
 
     def update_manifest(self, **changes: Any) -> None:
         data = self.read_manifest()

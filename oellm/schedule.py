@@ -78,7 +78,8 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
             log(f"note: a real submission would stop here: {e}")
         return final
     try:
-        executor.submit(run, plan.submission, log)
+        with run.locked():
+            executor.submit(run, plan.submission, log)
     except NothingStarted:
         shutil.rmtree(run.path, ignore_errors=True)  # nothing went in: leave no run behind
         raise

@@ -49,12 +49,17 @@ class Resubmit(SlurmOverrides):
 
 def resubmit(opts: Resubmit) -> None:
     """Submit the array tasks with rows to redo, none that the scheduler may still run."""
+    if opts.run_dir is None:
+        raise OellmError("which run? pass it: `oellm resubmit RUN_DIR`")
     run = RunDir(Path(opts.run_dir))
+    with run.locked():  # two resubmits (cron and by hand) never see the same tasks as unsubmitted
+        _resubmit(run, opts)
+
+
+def _resubmit(run: RunDir, opts: Resubmit) -> None:
     manifest = run.read_manifest()
     executor = for_run(run, manifest)
     executor.require_control(run, "resubmit")
-    if opts.run_dir is None:
-        raise OellmError("which run? pass it: `oellm resubmit RUN_DIR`")
     cluster = with_overrides(executor.cluster, opts)  # validates the overrides like a clusters file
     fixed = None if opts.time_limit is None else check_time_limit(opts.time_limit, cluster)
     gpus_per_task, infra_only = opts.gpus_per_task, opts.infra_only

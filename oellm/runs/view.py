@@ -126,8 +126,9 @@ def runs_root(output_dir: Path | None, cluster: str | None, clusters_file: Path 
 def cancel(run_dir: Path, out: Callable[[str], None] = print) -> None:
     """Stop every array task of a run (one scancel); rows already done keep their results."""
     run = RunDir(Path(run_dir))
-    manifest = run.read_manifest()
-    ids = for_run(run, manifest).cancel(run, manifest)
-    run.update_manifest(cancelled=utc_now())
+    with run.locked():  # a resubmit in progress finishes first; then every job it submitted is cancelled too
+        manifest = run.read_manifest()
+        ids = for_run(run, manifest).cancel(run, manifest)
+        run.update_manifest(cancelled=utc_now())
     out(f"cancelled {len(ids)} array job(s) of {run.path} ({', '.join(ids) or 'none submitted'}); "
         f"{len(run.done_ids())} result(s) kept; `oellm resubmit --run_dir {run.path}` submits the rest again")

@@ -1,0 +1,74 @@
+"""The run dir lock: two processes changing one run.json take turns, a dead holder's lock is taken over,
+and a live holder is named when the wait runs out."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oellm.errors import OellmError
+from oellm.rows import EvalRow
+from oellm.runlock import locked
+from tests.fixtures_models import make_run_dir
+
+pytestmark = pytest.mark.fast
+REPO = Path(__file__).resolve().parents[1]
+
+# read run.json, wait, write it back one higher: without the lock, two of these lose each other's updates
+BUMP = """
+import sys, time
+from oellm.rundir import RunDir
+run = RunDir(sys.argv[1])
+for _ in range(5):
+    with run.locked(wait_s=60):
+        n = run.read_manifest().get("counter", 0)
+        time.sleep(0.05)
+        run.update_manifest(counter=n + 1)
+"""
+
+
+def test_two_processes_changing_run_json_take_turns(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path, [EvalRow("m", "t", 0)])
+    procs = [subprocess.Popen([sys.executable, "-c", BUMP, str(run.path)], cwd=REPO) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert run.read_manifest()["counter"] == 10
+    assert not (run.path / "run.lock").exists()
+
+
+def test_a_dead_holders_lock_is_taken_over_and_a_live_one_named(tmp_path: Path) -> None:
+    lock = tmp_path / "run.lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {int(dead.stdout)} {time.time()}\n")
+    with locked(lock, wait_s=1):
+        assert lock.read_text().split()[:2] == [socket.gethostname(), str(__import__("os").getpid())]
+        with locked(lock, wait_s=0):  # nested in the same process: no deadlock
+            pass
+    assert not lock.exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{socket.gethostname()} {alive.pid} {time.time()}\n")
+        with pytest.raises(OellmError, match=f"locked by {socket.gethostname()} pid {alive.pid} since"), \
+                locked(lock, wait_s=0.3):
+            pass
+        assert lock.exists()  # someone else's lock is left alone
+        lock.write_text(f"other-node 1 {time.time() - 3600}\n")  # another host's, an hour old: its node died
+        with locked(lock, wait_s=0.3):
+            pass
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_cancel_of_a_local_run_is_refused_and_leaves_no_lock(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path, [EvalRow("m", "t", 0)])
+    r = subprocess.run([sys.executable, "-m", "oellm", "cancel", str(run.path)], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert r.returncode == 2 and "is a local run" in r.stderr and r.stderr.count("\n") == 1
+    assert not (run.path / "run.lock").exists()
+    assert json.loads((run.path / "run.json").read_text()).get("cancelled") is None

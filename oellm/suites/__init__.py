@@ -15,17 +15,14 @@ from oellm.suites.base import Suite
 
 DEFAULT = "lm_eval"
 SUITES = {"lm_eval": "oellm.suites.lm_eval:LmEvalSuite"}
-_LOADED: dict[str, Suite] = {}
 
 
 def get_suite(name: str = DEFAULT) -> Suite:
-    """The suite called `name` (one instance per process: it may keep a task index between rows)."""
-    if name not in _LOADED:
-        if name not in SUITES:
-            raise OellmError(f"unknown evaluation suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
-        module, _, cls = SUITES[name].partition(":")
-        _LOADED[name] = getattr(importlib.import_module(module), cls)()
-    return _LOADED[name]
+    """A new instance of the suite called `name`; the worker keeps one per run (it holds the run's task index)."""
+    if name not in SUITES:
+        raise OellmError(f"unknown evaluation suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
+    module, _, cls = SUITES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def by_suite(rows: Iterable[EvalRow]) -> dict[str, list[EvalRow]]:

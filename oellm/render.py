@@ -8,11 +8,11 @@ double-quoted so `$SCRATCH` expands on the node (clusters.py refused anything el
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from functools import lru_cache
 
 from oellm.clusters import ClusterConfig, format_minutes
-from oellm.errors import OellmError
-from oellm.offline import WORKER_ENV
+from oellm.container import NODE_ENV, Binds, check_env, env_prefix, exec_flags, fixed_env
 from oellm.resources import data_path
 
 TEMPLATE = "eval.sbatch.j2"
@@ -56,21 +56,22 @@ def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
 
 
 def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_minutes: int, python: str,
-                  extra_binds: tuple[str, ...] = ()) -> str:
+                  binds: Binds | None = None, inherited: Mapping[str, str] | None = None) -> str:
     """The array script for one run; chunks differ only in the offset they pass as `$1`.
 
-    `extra_binds` are paths of the login node (the output root): single-quoted, so `$(...)` or `$x` in a
-    directory name stays a name; Singularity splits `--bind` values on `:` and `,`, so such paths are refused.
-    The site's binds are double-quoted: their `$SCRATCH` is the compute node's (clusters.py vetted them)."""
-    site = list(cluster.container.binds) if cluster.container else []
-    paths = [b for b in dict.fromkeys(extra_binds) if b not in site] if cluster.container else []
-    bad = [p for p in paths if any(c in p for c in ":,\n")]
-    if bad:
-        raise OellmError(f"cannot bind {bad[0]!r} into the container: Singularity splits --bind on ':' and ','; "
-                         "use an --output_dir without ':', ',' or a newline")
+    `binds.paths` are the login node's paths (see `oellm.container.plan_binds`): single-quoted, so `$(...)`
+    or `$x` in a directory name stays a name. The site's binds are double-quoted: their `$SCRATCH` is the
+    compute node's (clusters.py vetted them). `inherited`: the login node's cache variables
+    (`oellm.container.inherited_env`), written literally."""
+    binds, inherited = binds or Binds(), inherited or {}
+    check_env(cluster, inherited)
+    fixed = fixed_env(cluster, inherited)
+    c = cluster.container
     return _environment().get_template(TEMPLATE).render(
         run_dir=run_dir, job_name=job_name, log_dir=f"{run_dir}/slurm_logs",
         sbatch_flags=sbatch_flags(cluster, time_minutes), modules=list(cluster.modules),
-        env=sorted(cluster.env.items()), offline=list(WORKER_ENV.items()), container=cluster.container, python=python,
-        site_binds=site, path_binds=paths,
+        offline=[(k, v) for k, v in fixed.items() if k not in cluster.env],
+        env=sorted(cluster.env.items()), env_args=" ".join(f'--env "{k}=${{{k}}}"' for k in fixed), container=c, python=python,
+        exec_flags=exec_flags(c) if c else [], env_prefix=env_prefix(c) if c else "", node_env=NODE_ENV,
+        site_binds=list(binds.site), path_binds=list(binds.paths),
     )

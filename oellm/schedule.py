@@ -6,16 +6,18 @@ Nothing here knows which executor it drives: SLURM and the local machine differ 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from oellm import __version__
+from oellm.cache.preflight import Proof, worker_paths
 from oellm.clusters import ClusterConfig, detect_cluster, format_minutes, load_clusters
+from oellm.container import Binds, inherited_env, plan_binds
 from oellm.errors import OellmError
 from oellm.executors import Capacity, Executor, NothingStarted, for_cluster
 from oellm.plan.overrides import with_overrides
@@ -60,14 +62,22 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
         capacity = executor.capacity()
     plan = RunPlan.build(rows, cluster, req.evals_per_task, capacity.max_array, capacity.queued,
                          skipped=total - len(rows), dropped=dropped, minutes=fixed_minutes)
-    revisions = ensure_cached(rows, cluster, includes, log) if req.precache and not req.dry_run else {}
+    root.mkdir(parents=True, exist_ok=True)  # the workers write here: it is bound into the container
+    binds = plan_binds(cluster, worker_paths(rows, cluster, includes, root))
+    for b in binds.unresolved:
+        log(f"note: bind {b} of cluster {cluster.name} uses a variable not set here; paths under it are bound "
+            "separately, and the preflight runs without it")
+    proof = Proof()
+    if req.precache and not req.dry_run:
+        proof = ensure_cached(rows, cluster, includes, binds, req.preflight, log)
 
     with creating(root, new_run_stamp(root)) as (tmp, final):
         write_jobs(tmp.jobs, plan.rows)
         tmp.script.write_text(render_sbatch(cluster, run_dir=str(final), job_name=f"oellm-{final.name}",
-                                            time_minutes=plan.minutes, python=sys.executable,
-                                            extra_binds=(str(root),)))
-        write_json(tmp.manifest, {**manifest(req, cluster, executor, includes, plan), "model_revisions": revisions})
+                                            time_minutes=plan.minutes, python=sys.executable, binds=binds,
+                                            inherited=inherited_env(cluster, os.environ)))
+        write_json(tmp.manifest, {**manifest(req, cluster, executor, includes, plan), "binds": [*binds.site, *binds.paths],
+                                  "model_revisions": proof.revisions, "worker_versions": proof.versions})
     run = RunDir(final)
     log(summary(run, cluster, executor, plan))
     if req.dry_run:
@@ -89,30 +99,39 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     return run.path
 
 
-def ensure_cached(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str],
-                  log: Callable[[str], None]) -> dict[str, str]:
-    """Pre-cache, then prove offline that a worker finds everything: compute nodes cannot fetch what is
-    missing, so a gap found here costs seconds instead of a queue wait and a failed array."""
-    from oellm.cache.precache import check_cache, precache
+def ensure_cached(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str], binds: Binds,
+                  preflight: bool, log: Callable[[str], None]) -> Proof:
+    """Pre-cache, then prove offline, through the workers' own container, that they find everything:
+    compute nodes cannot fetch what is missing, so a gap found here costs seconds instead of a queue wait."""
+    from oellm.cache.precache import precache
+    from oellm.cache.preflight import prove
 
     revisions = precache(rows, cluster, includes, log=log)
-    missing = check_cache(rows, cluster, includes, revisions)
-    if missing:
-        raise OellmError(f"nothing submitted: {len(missing)} item(s) would be missing on the offline compute "
-                         "nodes: " + "; ".join(missing))
-    return revisions
+    if not preflight:
+        return Proof(revisions=revisions)
+    proof = prove(rows, cluster, includes, revisions, binds)
+    proof.revisions = revisions
+    where = (f"through {cluster.container.runtime} exec {cluster.container.image}" if cluster.container
+             else "in a fresh interpreter")
+    if proof.missing:
+        raise OellmError(f"nothing submitted: {len(proof.missing)} item(s) would fail on the compute nodes "
+                         f"(preflight {where}): " + "; ".join(proof.missing) + "; --no_preflight skips this check")
+    if proof.checked:
+        log(f"preflight: {proof.checked} item(s) load offline {where} ({proof.seconds:.1f} s)")
+    else:
+        log(f"preflight: all {proof.remembered} item(s) proven earlier {where}; nothing to load")
+    return proof
 
 
 def manifest(req: Request, cluster: ClusterConfig, executor: Executor, includes: Sequence[str],
              plan: RunPlan) -> dict:
-    try:
-        lm_eval_version = version("lm_eval")
-    except PackageNotFoundError:
-        lm_eval_version = None
+    from oellm.cache.fetch import versions
+
+    lm_eval_version = versions()["lm_eval"]
     return {
         "created": datetime.now().isoformat(timespec="seconds"), "cluster": cluster.name,
         "executor": executor.name, "cluster_config": asdict(cluster),
-        "oellm_version": __version__, "lm_eval_version": lm_eval_version, "command_line": req.command_line,
+        "oellm_version": __version__, "lm_eval_version": lm_eval_version, "login_versions": versions(), "command_line": req.command_line,
         "include_paths": list(includes), "batch_size": req.batch_size or cluster.batch_size,
         "log_samples": req.log_samples, "limit": req.limit, "n_rows": len(plan.rows),
         "evals_per_task": plan.evals_per_task, "n_tasks": plan.n_tasks, "time_limit": format_minutes(plan.minutes),

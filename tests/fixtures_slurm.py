@@ -8,7 +8,8 @@
 - `stop_controller(cluster)` / `start_controller(cluster)`: restart slurmctld alone, jobs running on.
 - `no_job_left_behind`: cancels the jobs of the runs under `tmp_path/runs` after the test.
 - `slurm_down`: SLURM_CONF pointing at a controller and slurmdbd that nothing serves.
-- `container_shim`: tests/shim (singularity/apptainer stand-ins) first on PATH; calls logged.
+- `container_shim`: tests/shim (singularity/apptainer stand-ins, isolating with bubblewrap) first on PATH;
+  calls logged. `test_image`: a stand-in .sif holding this interpreter and its packages.
 - A failing `slurm` test gets sinfo, squeue and sacct output added to its report.
 """
 
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -287,16 +289,51 @@ def no_job_left_behind(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[
     slurm.cancel(ids)
 
 
+def ensure_bwrap() -> None:
+    """The shim isolates with bubblewrap; install it like slurm-wlm (root + apt) when it is missing."""
+    if shutil.which("bwrap"):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "bubblewrap"]):
+        try:
+            subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=True)
+        except (OSError, subprocess.SubprocessError):
+            break
+    if not shutil.which("bwrap"):
+        missing_part("bubblewrap (bwrap) for the container shim; apt-get install bubblewrap")
+
+
 @pytest.fixture
 def container_shim(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Put the singularity/apptainer shim first on PATH (sbatch jobs inherit it); return its call log."""
     shim = SHIM_DIR / "singularity"
     if not os.access(shim, os.X_OK):
         pytest.fail(f"{shim} is missing or not executable", pytrace=False)
+    ensure_bwrap()
     log = tmp_path / "shim-calls.jsonl"
     monkeypatch.setenv("PATH", f"{SHIM_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("OELLM_SHIM_LOG", str(log))
     return log
+
+
+def image_dirs() -> list[str]:
+    """What the test image holds: this interpreter, its packages and oellm (a checkout, when editable)."""
+    import oellm
+
+    return sorted({sys.prefix, sys.base_prefix, str(Path(oellm.__file__).resolve().parent)})
+
+
+def write_image(path: Path, dirs: Sequence[str] | None = None, env: dict | None = None) -> Path:
+    """A stand-in .sif for the shim (see tests/shim/singularity): read-only dirs + the image's env."""
+    path.write_text(json.dumps({"oellm_test_image": 1, "dirs": list(image_dirs() if dirs is None else dirs),
+                                "env": {"PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin", **(env or {})}}))
+    return path
+
+
+@pytest.fixture
+def test_image(tmp_path: Path) -> Path:
+    """An image with this interpreter and its packages (oellm, lm-eval, torch): `python3` is the venv's."""
+    return write_image(tmp_path / "eval.sif")
 
 
 def shim_calls(log: Path) -> list[list[str]]:

@@ -20,19 +20,20 @@ def user_file(tmp_path, data):
 
 def test_shipped_clusters_load():
     c = load_clusters()
-    assert {"leonardo", "lumi", "jureca", "local"} <= set(c)
+    assert {"leonardo", "lumi", "jureca", "jupiter", "snellius", "local"} <= set(c)
     assert c["lumi"].container.gpu_flag == "--rocm" and c["leonardo"].container.gpu_flag == "--nv"
 
 
 @pytest.mark.parametrize("host, name", [("login01.leonardo.local", "leonardo"), ("uan03", "lumi"),
-                                        ("jrlogin05.jureca", "jureca")])
+                                        ("jrlogin05.jureca", "jureca"), ("jpbl-s01-02", "jupiter"),
+                                        ("int5.snellius.surf.nl", "snellius"), ("int4", "snellius")])
 def test_detect_by_hostname(host, name):
     assert detect_cluster(load_clusters(), hostname=host).name == name
 
 
 def test_unknown_host(monkeypatch):
     monkeypatch.delenv("OELLM_CLUSTER", raising=False)
-    with pytest.raises(OellmError, match=r"matches no known cluster \(jureca, leonardo, local, lumi\).*--cluster"):
+    with pytest.raises(OellmError, match=r"matches no known cluster \(jupiter, jureca, leonardo, local, lumi, snellius\).*--cluster"):
         detect_cluster(load_clusters(), hostname="mybox", slurm_available=True)
     assert detect_cluster(load_clusters(), hostname="mybox", slurm_available=False).name == "local"
 
@@ -42,7 +43,7 @@ def test_override_order(monkeypatch):
     monkeypatch.setenv("OELLM_CLUSTER", "lumi")
     assert detect_cluster(c, hostname="login01.leonardo.local").name == "lumi"
     assert detect_cluster(c, requested="jureca").name == "jureca"
-    with pytest.raises(OellmError, match="unknown cluster 'nope'; known clusters: jureca, leonardo, local, lumi"):
+    with pytest.raises(OellmError, match="unknown cluster 'nope'; known clusters: jupiter, jureca, leonardo, local, lumi, snellius"):
         detect_cluster(c, requested="nope")
 
 

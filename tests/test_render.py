@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from oellm.clusters import load_clusters
+from oellm.container import Binds, plan_binds
 from oellm.errors import OellmError
 from oellm.render import render_sbatch
 
@@ -20,7 +21,12 @@ CLUSTERS = load_clusters()
 
 def render(name: str) -> str:
     return render_sbatch(CLUSTERS[name], run_dir="/shared/runs/2026-01-02-03-04-05", job_name="oellm-2026-01-02-03-04-05",
-                         time_minutes=125, python="/opt/venv/bin/python", extra_binds=("/shared/runs",))
+                         time_minutes=125, python="/opt/venv/bin/python", binds=binds(name, "/shared/runs"))
+
+
+def binds(name: str, *paths: str) -> Binds:
+    c = CLUSTERS[name].container
+    return Binds(site=c.binds, paths=paths) if c else Binds()
 
 
 @pytest.mark.parametrize("name", sorted(CLUSTERS))
@@ -44,9 +50,9 @@ def test_rendered_script_is_valid_bash(name):
 
 
 def test_container_flags_per_vendor():
-    assert "singularity exec --rocm" in render("lumi")
-    assert "singularity exec --nv" in render("leonardo")
-    assert "apptainer exec --nv" in render("jureca")
+    assert "singularity exec --cleanenv --rocm" in render("lumi")
+    assert "singularity exec --cleanenv --nv" in render("leonardo")
+    assert "apptainer exec --cleanenv --nv" in render("jureca")
     assert "exec" not in render("local").split("OFFSET=")[1]
 
 
@@ -71,9 +77,10 @@ def test_requeue_after_node_failure_is_on_unless_max_requeues_is_0():
 def test_an_output_dir_with_shell_syntax_stays_a_name_on_the_node(tmp_path):
     """`$(...)`, `$x` and quotes in the output dir reach the container runtime literally: nothing runs."""
     root = tmp_path / 'runs $(touch pwned) "q" $HOME'
+    root.mkdir()
     run_dir = f"{root}/2026-01-02-03-04-05"
     script = render_sbatch(CLUSTERS["leonardo"], run_dir=run_dir, job_name="oellm-x", time_minutes=10,
-                           python="python3", extra_binds=(str(root),))
+                           python="python3", binds=plan_binds(CLUSTERS["leonardo"], [str(root)], {}))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "argv.json"
@@ -87,7 +94,7 @@ def test_an_output_dir_with_shell_syntax_stays_a_name_on_the_node(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_a_bind_singularity_would_split_is_refused():
+def test_a_bind_singularity_would_split_is_refused(tmp_path):
+    (tmp_path / "a:b").mkdir()
     with pytest.raises(OellmError, match="Singularity splits --bind on ':' and ','"):
-        render_sbatch(CLUSTERS["lumi"], run_dir="/a:b/run", job_name="x", time_minutes=10, python="python3",
-                      extra_binds=("/a:b",))
+        plan_binds(CLUSTERS["lumi"], [str(tmp_path / "a:b")])

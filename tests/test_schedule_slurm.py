@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from oellm import slurm
-from tests.fixtures_slurm import shim_calls, wait_for_jobs
-
-IMAGE = "/images/eval.sif"
+from tests.fixtures_slurm import shim_calls, wait_for_jobs, write_image
 
 
 def clusters_file(tmp_path: Path, partition: str, **over) -> Path:
+    """A site whose workers run in the test image (tests/shim/singularity): only derived binds, CPU torch."""
+    image = write_image(tmp_path / "eval.sif")
     entry = {"partition": partition, "account": None, "gpus_per_task": 0, "cpus_per_task": 1, "mem": "400M",
              "minutes_per_eval": 1, "max_time": "00:30:00", "queue_limit": 100, "max_array_size": 1000,
-             "max_running": 2, "container": {"runtime": "singularity", "image": IMAGE, "gpu_flag": "--nv",
-                                             "binds": ["/tmp"], "python": sys.executable}}
+             "max_running": 2, "container": {"runtime": "singularity", "image": str(image), "gpu_flag": None,
+                                             "binds": [], "python": "python3"}}
     entry.update(over)
     path = tmp_path / "clusters.json"
     path.write_text(json.dumps({"testslurm": entry}))
@@ -65,9 +65,14 @@ def test_local_and_slurm_runs_give_the_same_results(slurm_cluster, container_shi
     got, want = metrics(run), metrics(the_run(tmp_path / "local"))
     assert len(want) == 4 and got == want
     assert any("acc_norm,none" in m for r in got.values() for m in r.values())
-    calls = shim_calls(container_shim)
-    assert len(calls) == 2 and all(c[:3] == ["singularity", "exec", "--nv"] and IMAGE in c for c in calls)
-    assert ["--bind", str(tmp_path / "slurm")] == calls[0][calls[0].index(IMAGE) - 2:calls[0].index(IMAGE)]
+    preflight, *workers = shim_calls(container_shim)
+    image = str(tmp_path / "eval.sif")
+    assert preflight[preflight.index(image) + 1:] == ["python3", "-m", "oellm.cache.fetch", "-", "-"]
+    assert len(workers) == 2 and all(c[:3] == ["singularity", "exec", "--cleanenv"] for c in workers)
+    for call in (preflight, *workers):  # the same boundary: binds derived from what the worker opens
+        binds = [call[i + 1] for i, a in enumerate(call) if a == "--bind"]
+        assert str(tmp_path / "slurm") in binds and str(tiny_model) in binds and str(tiny_tasks) in binds
+    assert "--env" in workers[0] and "PYTHONNOUSERSITE=1" in workers[0]
 
 
 @pytest.mark.slurm

@@ -263,21 +263,50 @@ def test_run_raises_other_errors_at_once(tmp_path: Path) -> None:
 
 # ---- the container shim --------------------------------------------------------------------------
 
-PRINT_ARGS = "import json, os, sys; print(json.dumps([sys.argv[1:], os.getcwd(), os.environ.get('SHIM_T')]))"
+PRINT_ARGS = ("import json, os, sys; print(json.dumps([sys.argv[1:], os.getcwd(), os.environ.get('SHIM_T'), "
+              "os.environ.get('LEAKY'), os.environ.get('NODE_T')]))")
 TRICKY_ARGS = ["a b", "'single'", '"double"', "x;y", "$HOME", "*", "", "--nv", "a\nb"]
 
 
 @fast
 @pytest.mark.parametrize("runtime", ["singularity", "apptainer"])
-def test_shim_logs_the_call_and_runs_the_command_untouched(runtime: str, container_shim: Path,
-                                                           tmp_path: Path) -> None:
-    argv = [runtime, "exec", "--nv", "--cleanenv", "--bind", "/a:/b", "--bind=/c:/d", "-B", "/e",
-            "--env", "SHIM_T=x y", "--pwd", str(tmp_path), "img.sif",
-            sys.executable, "-c", PRINT_ARGS, *TRICKY_ARGS]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+def test_shim_logs_the_call_and_runs_the_command_untouched(runtime: str, container_shim: Path, test_image: Path,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("LEAKY", "from the login shell")
+    monkeypatch.setenv(f"{runtime.upper()}ENV_NODE_T", "0,1")
+    argv = [runtime, "exec", "--nv", "--cleanenv", "--bind", f"{work}:/b", f"--bind={tmp_path}", "-B", "/etc:/e:ro",
+            "--env", "SHIM_T=x y", "--pwd", str(work), str(test_image), "python3", "-c", PRINT_ARGS, *TRICKY_ARGS]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [TRICKY_ARGS, str(tmp_path), "x y"]
+    assert json.loads(proc.stdout) == [TRICKY_ARGS, str(work), "x y", None, "0,1"]
     assert shim_calls(container_shim) == [argv]
+
+
+@fast
+def test_shim_isolates_like_a_container(container_shim: Path, test_image: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the image, the binds and a private /tmp are visible; without --cleanenv the host env leaks."""
+    seen, unseen = tmp_path / "seen", tmp_path / "unseen"
+    for d in (seen, unseen):
+        d.mkdir()
+        (d / "f").write_text(d.name)
+    monkeypatch.setenv("LEAKY", "yes")
+    code = ("import os, sys; print(os.path.exists(sys.argv[1]), os.path.exists(sys.argv[2]), "
+            "os.environ.get('LEAKY'), os.path.exists(os.environ['OUTSIDE']))")
+    monkeypatch.setenv("OUTSIDE", str(Path(__file__).resolve()))  # the repo's tests/: not in the image
+    run = ["singularity", "exec", "--bind", str(seen), str(test_image), "python3", "-c", code,
+           str(seen / "f"), str(unseen / "f")]
+    out = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "yes", "False"]
+    missing = subprocess.run(["singularity", "exec", "--bind", str(tmp_path / "nope"), str(test_image), "true"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 255 and "doesn't exist" in missing.stderr
+    no_image = subprocess.run(["singularity", "exec", str(tmp_path / "none.sif"), "true"], capture_output=True,
+                              text=True, timeout=60)
+    assert no_image.returncode == 255 and "could not open image" in no_image.stderr
 
 
 @fast
@@ -444,13 +473,13 @@ def test_slurm_down_is_a_clear_error_in_bounded_time(slurm_down: Path, tmp_path:
 
 @pytest.mark.slurm
 @pytest.mark.timeout(120)
-def test_sbatch_jobs_see_the_container_shim(slurm_cluster: SlurmCluster, container_shim: Path,
+def test_sbatch_jobs_see_the_container_shim(slurm_cluster: SlurmCluster, container_shim: Path, test_image: Path,
                                             submitted: list[str], tmp_path: Path) -> None:
-    script = _script(tmp_path / "task.sh", 'singularity exec --nv --bind /tmp:/tmp img.sif "$@"')
+    script = _script(tmp_path / "task.sh", f'singularity exec --nv --bind /tmp:/tmp {test_image} "$@"')
     job = slurm.submit(script, array="0", args=["printf", "%s|", "a b", "c;d"],
                        options=[f"--output={tmp_path}/%A_%a.out"])
     submitted.append(job)
     assert wait_for_jobs([job], timeout=60) == {f"{job}_0": "COMPLETED"}
     assert (tmp_path / f"{job}_0.out").read_text() == "a b|c;d|"
     assert shim_calls(container_shim) == [
-        ["singularity", "exec", "--nv", "--bind", "/tmp:/tmp", "img.sif", "printf", "%s|", "a b", "c;d"]]
+        ["singularity", "exec", "--nv", "--bind", "/tmp:/tmp", str(test_image), "printf", "%s|", "a b", "c;d"]]

@@ -21,6 +21,7 @@ from oellm.cache.paths import dataset_label
 # What a model needs to load besides its weights: config, tokenizer, chat template, remote code.
 SIDE_FILES = ("*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*", "*.jinja", "*.py")
 RETRIES = 3
+RESULT = "RESULT "  # the prefix of the last stdout line in `-` mode
 STALE_S = 3600  # a temp file not written to for an hour belongs to a killed process
 
 
@@ -198,17 +199,67 @@ def _short(e: object) -> str:
     return " ".join(str(e).split())[:300]
 
 
+def check_local(item: dict[str, Any]) -> dict[str, Any]:
+    """A local model dir or checkpoint as the worker meets it: visible, with weights, config and tokenizer
+    loading (inside the container this proves the binds)."""
+    path = Path(item["path"])
+    if not path.is_dir():
+        return {**item, "error": f"model {path}: not visible here (no bind covers it, or it does not exist)"}
+    if not (path / "config.json").is_file():  # a GGUF dir: lm-eval reads it itself; the files are there
+        return item
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+    except ImportError:
+        return item
+    try:
+        AutoConfig.from_pretrained(path)
+        AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        return {**item, "error": f"model {path}: config or tokenizer does not load ({type(e).__name__}: {_short(e)})"}
+    return item
+
+
+def versions() -> dict[str, str | None]:
+    """What the worker would run with: package versions (read from metadata, nothing imported) and the
+    GPU build of torch (from torch/version.py, which importing torch would take seconds to tell)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("oellm", "lm_eval", "datasets", "transformers", "huggingface_hub", "torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    spec = find_spec("torch") if out["torch"] else None
+    build = None
+    if spec and spec.origin:
+        fields = {}
+        for line in (Path(spec.origin).parent / "version.py").read_text().splitlines():
+            name, _, value = line.partition("=")
+            fields[name.split(":")[0].strip()] = value.strip().strip("'\"")
+        build = next((f"{k} {fields[k]}" for k in ("cuda", "hip") if fields.get(k) not in (None, "", "None")), "cpu")
+    out["torch_build"] = build
+    return out
+
+
 def main(job_path: str, out_path: str) -> None:
+    """JOB and OUT are files, or `-` for stdin and a last stdout line `RESULT <json>` (the container
+    preflight: no file needs a bind)."""
     from tqdm import tqdm
 
-    job = json.loads(Path(job_path).read_text())
+    job = json.loads(sys.stdin.read() if job_path == "-" else Path(job_path).read_text())
     offline = job["mode"] == "check"
-    todo = [("model", m) for m in job["models"]] + [("dataset", d) for d in job["datasets"]]
+    todo = ([("model", m) for m in job["models"]] + [("dataset", d) for d in job["datasets"]]
+            + [("local", m) for m in job.get("local", [])])
     results = []
-    down = None if offline or not any(_needs_hub(k, i) for k, i in todo) else hub_unreachable()
+    down = None if offline or not any(_needs_hub(k, i) for k, i in todo if k != "local") else hub_unreachable()
     for kind, item in tqdm(todo, desc="pre-cache" if not offline else "offline check", unit="item",
                            file=sys.stderr, disable=len(todo) < 2):
-        if down and _needs_hub(kind, item):
+        if kind == "local":
+            res = check_local(item)
+        elif down and _needs_hub(kind, item):
             label = f"model {item['repo']}@{item.get('revision') or 'main'}" if kind == "model" else dataset_label(item, with_tasks=True)
             res = {**item, "error": f"{label}: not fetched", "hub_down": down}
         elif kind == "model":
@@ -216,7 +267,13 @@ def main(job_path: str, out_path: str) -> None:
         else:
             res = fetch_dataset(item, offline)
         results.append({**res, "kind": kind})
-    Path(out_path).write_text(json.dumps({"results": results}))
+    results += [{"kind": "path", "path": p, "error": f"{p}: not visible here (no bind covers it)"}
+                for p in job.get("paths", []) if not os.path.exists(p)]
+    out = {"results": results, **({"versions": versions()} if offline else {})}
+    if out_path == "-":
+        print(RESULT + json.dumps(out), flush=True)
+    else:
+        Path(out_path).write_text(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -88,17 +88,17 @@ def local_files(ds: dict) -> list[str]:
     return [str(f) for f in flat]
 
 
-def run_fetch(mode: str, models: list[dict], datasets: list[dict], env: dict[str, str]) -> list[dict]:
-    """Run `oellm.cache.fetch` in a fresh interpreter with `env`; its progress bar goes to our stderr."""
+def run_fetch(job: dict, env: dict[str, str]) -> dict:
+    """Run `oellm.cache.fetch` on `job` in a fresh interpreter with `env`; its progress bar goes to our stderr."""
     with tempfile.TemporaryDirectory(prefix="oellm-fetch-") as tmp:
-        job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
-        job.write_text(json.dumps({"mode": mode, "models": models, "datasets": datasets}))
-        proc = subprocess.run([sys.executable, "-m", "oellm.cache.fetch", str(job), str(out)], env=env,
+        job_file, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_file.write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-m", "oellm.cache.fetch", str(job_file), str(out)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not out.is_file():
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            raise OellmError(f"pre-cache helper ({mode}) exited with code {proc.returncode}: {tail}")
-        return json.loads(out.read_text())["results"]
+            raise OellmError(f"pre-cache helper ({job['mode']}) exited with code {proc.returncode}: {tail}")
+        return json.loads(out.read_text())
 
 
 def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Sequence[str] = (),
@@ -141,7 +141,7 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
         log(f"pre-caching {len(to_fetch)} model(s) and {len(ds_fetch)} dataset(s) into "
             f"{hub_cache(env).parent} (cluster {cluster.name})")
         online = {k: v for k, v in env.items() if k not in OFFLINE_ENV}  # the login node is online
-        for res in run_fetch("fetch", to_fetch, ds_fetch, online):
+        for res in run_fetch({"mode": "fetch", "models": to_fetch, "datasets": ds_fetch}, online)["results"]:
             if res.get("hub_down"):
                 raise OellmError(f"{res['hub_down']} ({len(to_fetch)} model(s) and {len(ds_fetch)} dataset(s) "
                                  "to fetch; nothing was downloaded)")
@@ -200,27 +200,3 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-
-
-def check_cache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Sequence[str] = (),
-                revisions: dict[str, str] | None = None) -> list[str]:
-    """What a worker would miss: each hub model's config and tokenizer and each dataset loaded in a
-    subprocess with the offline flags and the worker's cache paths. [] when all is there."""
-    env = {**cache_env(cluster), **OFFLINE_ENV}
-    models, local, datasets, _ = wanted(rows, include_paths)
-    missing = [e for e in map(check_local_model, local) if e]
-    for m in models:
-        m["revision"] = m["revision"] or (revisions or {}).get(revision_key(m["repo"], None))
-    hub_ds = []
-    for ds in datasets:
-        files = local_files(ds)
-        if files:
-            missing += [f"task {', '.join(ds['tasks'])}: local data file not found: {f}"
-                        for f in files if not Path(f).expanduser().exists()]
-        else:
-            hub_ds.append(ds)
-    if models or hub_ds:
-        missing += [r["error"] for r in run_fetch("check", models, hub_ds, env) if r.get("error")]
-    return missing
-
-

@@ -22,10 +22,10 @@ def schedule_eval(request: Request) -> None:
 def check_cache(selection: Selection) -> None:
     """Check, offline, that every model and dataset of a planned run is in the cluster's cache.
 
-    Loads each model's config and tokenizer and each task's dataset in a subprocess with the
-    offline flags set, as a compute node would; prints what is missing and exits non-zero.
+    Loads each model's config and tokenizer and each task's dataset offline, as a worker would: through
+    the cluster's container (image, binds, env) when it has one; prints what is missing and exits 2.
     """
-    from oellm.cache.precache import check_cache as missing_items
+    from oellm.cache.preflight import prove
     from oellm.clusters import detect_cluster, load_clusters
     from oellm.errors import OellmError
     from oellm.plan.request import include_paths, plan_rows
@@ -33,12 +33,13 @@ def check_cache(selection: Selection) -> None:
     conf = detect_cluster(load_clusters(selection.clusters_file), selection.cluster)
     includes = include_paths(selection)
     rows, _ = plan_rows(selection, includes)
-    missing = missing_items(rows, conf, includes)
+    missing = prove(rows, conf, includes, remember=False).missing
     if missing:
         raise OellmError(f"{len(missing)} item(s) missing from the offline cache (run `oellm schedule-eval ... "
                          f"--download_only` on a login node): " + "; ".join(missing))
+    where = f" through {conf.container.runtime} exec {conf.container.image}" if conf.container else ""
     print(f"cache complete: {len({r.model for r in rows})} model(s), {len({r.task for r in rows})} task(s) "
-          f"load offline on cluster {conf.name}")
+          f"load offline{where} on cluster {conf.name}")
 
 
 def status(run_dir: Path | None = None, by: str | None = None, json: bool = False, watch: bool = False,

@@ -68,6 +68,9 @@ class Request(SlurmOverrides, Selection):
         download_only: Only pre-cache models and task datasets for the offline compute nodes (no run dir).
         precache: Pre-cache and check offline, before submitting, every model and dataset the run needs;
             --no_precache skips both when your cache is managed another way.
+        preflight: Before submitting, load every model, checkpoint and dataset offline through the workers'
+            own container (same image, binds and environment) and check the image's oellm and lm-eval
+            versions; proofs are remembered, so a repeated sweep pays nothing. --no_preflight skips it.
     """
 
     output_dir: Path | None = None
@@ -79,6 +82,7 @@ class Request(SlurmOverrides, Selection):
     dry_run: bool = False
     download_only: bool = False
     precache: bool = True
+    preflight: bool = True
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))  # recorded in run.json; not a flag
 
 

@@ -2,7 +2,8 @@
 
 Only this module turns rows into files and back, so the layout lives in one place:
 
-    <run>/jobs.csv  run.json  submit_evals.sbatch  slurm_logs/  results/<row_id>.json  state/<row_id>.json
+    <run>/jobs.csv  run.json  submissions.jsonl  submit_evals.sbatch  slurm_logs/  results/<row_id>.json
+          state/<row_id>.json
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ JOBS_CSV = "jobs.csv"
 MANIFEST = "run.json"
 SBATCH_SCRIPT = "submit_evals.sbatch"
 LOCK = "run.lock"
+SUBMISSIONS = "submissions.jsonl"  # append-only: a crash between sbatch and the run.json write loses no job id
 RUN_STAMP_FORMAT = "%Y-%m-%d-%H-%M-%S"
 # A result is written whole (temp file, fsync, rename), so a smaller file (`{}`, zero bytes from a full
 # disk or a hand-made file) is no evaluation: the row is not done. The worker checks content in full.
@@ -185,10 +187,25 @@ class RunDir:
             return False
 
     def read_manifest(self) -> dict[str, Any]:
+        """run.json, with any submission the append-only log has that run.json does not (yet)."""
         try:
-            return read_json(self.manifest)
+            data = read_json(self.manifest)
         except FileNotFoundError:
             raise OellmError(f"{self.manifest} not found: {self.path} is not an oellm run directory") from None
+        try:
+            logged = [json.loads(line) for line in (self.path / SUBMISSIONS).read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return data
+        known = {str(s["job_id"]) for s in data.get("submissions") or []}
+        data["submissions"] = [*(data.get("submissions") or []), *(s for s in logged if str(s["job_id"]) not in known)]
+        return data
+
+    def log_submission(self, record: dict[str, Any]) -> None:
+        """Append one accepted submission in a single O_APPEND write, fsynced, before anything else."""
+        with open(self.path / SUBMISSIONS, "a") as fh:  # O_APPEND; one short line is one write
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def locked(self, wait_s: float = 120.0) -> contextlib.AbstractContextManager[None]:
         """Hold the run's lock (see `oellm.runlock`) around a read-change-write of run.json or a submission."""

@@ -94,16 +94,42 @@ def _text(data: str | bytes | None) -> str:
 
 
 def submit(script: Path, *, array: str, args: Sequence[str] = (), options: Sequence[str] = (),
-           retries: int = 3) -> str:
+           retries: int = 3, name: str | None = None, backoff: float | None = None) -> str:
     """Submit `script` as a job array (`array` as sbatch spells it, e.g. "0-99%10"); return the job id.
 
     `options` are sbatch flags (`--job-name=x`), `args` go to the script untouched. Transient controller
-    errors are retried; note that a "Socket timed out" may hide a submission that did happen.
+    errors are retried. A "Socket timed out" (or our own timeout) may hide a submission the controller
+    accepted: with a unique job `name`, the queue is asked for it before each retry, and an array already
+    there is adopted instead of submitted twice.
     """
     if not array:
         raise OellmError("submit: an empty --array specification; expected e.g. '0-9' or '0-99%10'")
-    argv = ["sbatch", "--parsable", f"--array={array}", *options, str(script), *args]
-    return parse_job_id(run(argv, retries=retries))
+    argv = ["sbatch", "--parsable", f"--array={array}", *([f"--job-name={name}"] if name else []), *options,
+            str(script), *args]
+    backoff = RETRY_BACKOFF_S if backoff is None else backoff
+    for attempt in range(retries + 1):
+        try:
+            return parse_job_id(run(argv))
+        except SlurmError as e:
+            if attempt == retries or not (e.returncode is None or TRANSIENT.search(e.stderr + e.stdout)):
+                raise
+            log.warning("sbatch failed (%s); retry %d of %d", str(e), attempt + 1, retries)
+        time.sleep(min(backoff * 2**attempt, _MAX_BACKOFF_S))
+        if name:
+            try:
+                found = jobs_named(name)
+            except SlurmError:
+                found = []
+            if found:
+                log.warning("sbatch reported a failure, but job %s named %s is queued: adopting it", found[0], name)
+                return found[0]
+    raise AssertionError("unreachable")
+
+
+def jobs_named(name: str) -> list[str]:
+    """Array job ids of the caller's jobs with this exact name (squeue --name)."""
+    out = run(["squeue", "--noheader", "--me", "--array", f"--name={name}", "--format=%F"], timeout=30)
+    return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip().isdigit()))
 
 
 def parse_job_id(output: str) -> str:

@@ -103,3 +103,20 @@ def test_preflight_refuses_a_bad_image_in_one_line(case, container_shim, tiny_mo
     assert r.returncode == 2, r.stdout
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.fast
+def test_a_bind_with_a_variable_unset_here_is_reported_at_plan_time(tmp_path: Path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfile = tmp_path / "clusters.json"
+    cfile.write_text(json.dumps({"site": {"partition": "p", "container": {"image": "/i.sif", "gpu_flag": None,
+                                                                           "binds": ["$OELLM_NOT_SET_HERE/x"]}}}))
+    r = subprocess.run([sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "site", "--clusters_file",
+                        str(cfile), "--models", str(model), "--tasks", "hellaswag", "--output_dir",
+                        str(tmp_path / "runs"), "--dry_run"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "note: bind $OELLM_NOT_SET_HERE/x of cluster site uses a variable not set here" in r.stdout
+    script = next((tmp_path / "runs").glob("*/submit_evals.sbatch")).read_text()
+    assert f"--bind {model}" in script and '--bind "$OELLM_NOT_SET_HERE/x"' in script

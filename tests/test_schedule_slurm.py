@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from oellm import slurm
-from tests.fixtures_slurm import shim_calls, wait_for_jobs, write_image
+from tests.fixtures_slurm import image_dirs, shim_calls, wait_for_jobs, write_image
 
 
 def clusters_file(tmp_path: Path, partition: str, **over) -> Path:
@@ -54,8 +54,16 @@ def test_local_and_slurm_runs_give_the_same_results(slurm_cluster, container_shi
               "--lm_eval_include_path", str(tiny_tasks)]
     local = oellm("schedule-eval", "--cluster", "local", "--output_dir", str(tmp_path / "local"), *common)
     assert local.returncode == 0, local.stderr
+    # the login shell's PYTHONPATH (on HOME, which the runtime binds) would break any python that sees it
+    # without this marker, which only the login node has: it must not leak into the container
+    home, marker = tmp_path / "home", tmp_path / "login-only"
+    (home / "pylib").mkdir(parents=True)
+    marker.touch()
+    (home / "pylib" / "sitecustomize.py").write_text(
+        f"import os\nif not os.path.exists({str(marker)!r}):\n    raise SystemExit('login PYTHONPATH leaked')\n")
     sub = oellm("schedule-eval", "--cluster", "testslurm", "--output_dir", str(tmp_path / "slurm"), "--evals_per_task",
-                "2", "--clusters_file", str(clusters_file(tmp_path, slurm_cluster.partition)), *common)
+                "2", "--clusters_file", str(clusters_file(tmp_path, slurm_cluster.partition)), *common,
+                env={"HOME": str(home), "PYTHONPATH": str(home / "pylib"), "VIRTUAL_ENV": str(home)})
     assert sub.returncode == 0, sub.stderr
     run = the_run(tmp_path / "slurm")
     jobs = [s["job_id"] for s in json.loads((run / "run.json").read_text())["submissions"]]
@@ -138,3 +146,35 @@ def test_slurm_refusals_are_one_line_and_leave_no_run(case, slurm_cluster, tiny_
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.stderr and time.monotonic() - t0 < 120
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_preflight_is_remembered_and_a_bad_image_submits_nothing(slurm_cluster, container_shim, tiny_model,
+                                                                  tiny_tasks, tmp_path, no_job_left_behind):
+    cfile = clusters_file(tmp_path, "debug", sbatch_options={"begin": "now+1hour"})  # pending: we only count
+    args = ["schedule-eval", "--cluster", "testslurm", "--clusters_file", str(cfile), "--models", str(tiny_model),
+            "--tasks", "tiny_mc_a", "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "runs")]
+    first = oellm(*args)
+    assert first.returncode == 0, first.stderr
+    assert "item(s) load offline through singularity exec" in first.stdout
+    assert len(shim_calls(container_shim)) == 1
+    again = oellm(*args, "--force")
+    assert again.returncode == 0, again.stderr
+    assert "proven earlier through singularity exec" in again.stdout
+    assert len(shim_calls(container_shim)) == 1  # the same image, binds and items: no second container start
+    runs = sorted((tmp_path / "runs").iterdir())
+    manifest = json.loads((runs[-1] / "run.json").read_text())
+    assert manifest["worker_versions"]["oellm"] and manifest["worker_versions"]["torch_build"] == "cpu"
+    assert str(tiny_model) in manifest["binds"] and manifest["login_versions"]["lm_eval"]
+
+    old = tmp_path / "old"
+    (old / "lm_eval-0.4.9.dist-info").mkdir(parents=True)
+    (old / "lm_eval-0.4.9.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: lm_eval\nVersion: 0.4.9\n")
+    write_image(tmp_path / "eval.sif", dirs=[*image_dirs(), str(old)], env={"PYTHONPATH": str(old)})
+    bad = oellm(*args, "--force")
+    assert bad.returncode == 2 and "has lm-eval 0.4.9; oellm needs lm-eval >= 0.4.12" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and sorted((tmp_path / "runs").iterdir()) == runs
+    skipped = oellm(*args, "--force", "--no_preflight")
+    assert skipped.returncode == 0 and "preflight:" not in skipped.stdout, skipped.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 3

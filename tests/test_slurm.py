@@ -483,3 +483,35 @@ def test_sbatch_jobs_see_the_container_shim(slurm_cluster: SlurmCluster, contain
     assert (tmp_path / f"{job}_0.out").read_text() == "a b|c;d|"
     assert shim_calls(container_shim) == [
         ["singularity", "exec", "--nv", "--bind", "/tmp:/tmp", str(test_image), "printf", "%s|", "a b", "c;d"]]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_a_submission_hidden_by_a_socket_timeout_is_adopted_not_repeated(
+        slurm_cluster: SlurmCluster, submitted: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sbatch's reply is lost after the controller accepted the array: retrying would queue it twice."""
+    real = subprocess.run(["which", "sbatch"], capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    _script(bin_dir / "sbatch", f'echo x >> {shlex.quote(str(calls))}\n{real} "$@" >/dev/null\n'
+            'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    script = _script(tmp_path / "task.sh", "#SBATCH --begin=now+1hour\ntrue")
+    name = f"oellm-adopt-{os.getpid()}"
+    job = slurm.submit(script, array="0-2", options=[f"--output={tmp_path}/%A_%a.out"], name=name, backoff=0.5)
+    submitted.append(job)
+    assert calls.read_text() == "x\n"  # one sbatch call, no second submission
+    assert slurm.jobs_named(name) == [job]
+
+
+@fast
+def test_submissions_in_the_append_only_log_are_never_lost(tmp_path: Path) -> None:
+    """A crash between sbatch and the run.json write: the log still names the array."""
+    from oellm.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.manifest.write_text(json.dumps({"submissions": [{"job_id": "7", "offset": 0, "size": 2}]}))
+    run.log_submission({"job_id": "7", "offset": 0, "size": 2})
+    run.log_submission({"job_id": "8", "offset": 2, "size": 1})
+    assert [s["job_id"] for s in run.read_manifest()["submissions"]] == ["7", "8"]

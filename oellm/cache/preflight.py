@@ -48,7 +48,7 @@ class Proof:
 def worker_paths(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str],
                  root: Path | None = None) -> list[str]:
     """Every path a worker opens: the run root, the HF caches, oellm's cache, local models, task dirs and
-    local data files (the container must bind each)."""
+    local data files (the container must bind each). The caches are created if missing."""
     try:
         env = cache_env(cluster)
         caches = [str(hub_cache(env)), str(datasets_cache(env))]
@@ -60,6 +60,8 @@ def worker_paths(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequ
     # a training run's checkpoints: one bind for the run dir, not one per checkpoint
     models = {str(Path(m.name).parent) if m.kind == "checkpoint" else m.name for m in refs}
     linked = {os.path.dirname(os.path.realpath(e.path)) for m in refs for e in _entries(m.name) if e.is_symlink()}
+    for d in [*caches, str(cache_dir())]:  # the worker writes there (Arrow files, locks): bound even when new
+        os.makedirs(d, exist_ok=True)
     paths = [*([str(root)] if root else []), *caches, str(cache_dir()), *models, *linked, *includes, *files]
     return [p for p in paths if os.path.exists(os.path.expanduser(p))]
 

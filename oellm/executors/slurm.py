@@ -5,6 +5,7 @@ are `oellm.slurm`'s."""
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,19 +69,23 @@ class SlurmExecutor:
         submitted: list[dict] = []
         try:
             for chunk in plan.chunks:
-                job_id = slurm.submit(run.script, array=chunk.array, args=[str(chunk.offset)], options=options)
+                name = f"oellm-{run.path.name}-{secrets.token_hex(4)}"  # unique: found again after a lost reply
+                job_id = slurm.submit(run.script, array=chunk.array, args=[str(chunk.offset)], options=options,
+                                      name=name)
                 submitted.append({"job_id": job_id, "offset": chunk.offset, "size": chunk.size, "array": chunk.array,
-                                  "submitted": utc_now(), **({"options": list(options)} if options else {})})
+                                  "submitted": utc_now(), "job_name": name,
+                                  **({"options": list(options)} if options else {})})
+                run.log_submission(submitted[-1])
                 log(f"submitted array job {job_id}: tasks {chunk.offset}-{chunk.offset + chunk.size - 1} "
                     f"(--array={chunk.array})")
         except OellmError as e:
             if not submitted:
                 raise NothingStarted(str(e)) from None
-            _record(run, submitted)
+            _record(run)
             done = sum(s["size"] for s in submitted)
             raise OellmError(f"{e} -- {len(submitted)} of {len(plan.chunks)} chunk(s) ({done} tasks) were "
                              f"submitted and recorded in {run.manifest}; submit the rest later") from None
-        _record(run, submitted)
+        _record(run)
 
     def states(self, manifest: dict[str, Any], needed: set[str]) -> SchedulerView:
         """One sacct; one squeue only for needed elements sacct does not name yet (it lags by seconds)."""
@@ -114,9 +119,9 @@ class SlurmExecutor:
         return ids
 
 
-def _record(run: RunDir, submitted: list[dict]) -> None:
-    manifest = run.read_manifest()
-    run.update_manifest(submissions=[*manifest.get("submissions", []), *submitted])
+def _record(run: RunDir) -> None:
+    """run.json gets what the append-only log already holds (read_manifest merges it in)."""
+    run.update_manifest(submissions=run.read_manifest().get("submissions", []))
 
 
 def rows_in_flight(root: Path, retries: int = 2) -> dict[str, Path]:

@@ -139,6 +139,9 @@ class ModelRef:
         return cls(name, ",".join(f"{k}={v}" for k, v in pairs if k != "pretrained"), checkpoint_step(name))
 
 
+DEFAULT_SUITE = "lm_eval"
+
+
 @dataclass(frozen=True)
 class EvalRow:
     """One evaluation: a model (with its lm-eval model args), a task or group, a shot count."""
@@ -150,12 +153,15 @@ class EvalRow:
     limit: float | None = None
     step: int | None = None  # training step of a checkpoint; provenance, not identity
     task_index: int = -1  # the array task that evaluates this row; set by packing
+    suite: str = DEFAULT_SUITE  # the framework that evaluates it (oellm.suites)
 
     @functools.cached_property
     def row_id(self) -> str:
-        """Stable id: the same evaluation always gets the same id, in any run, on any cluster."""
+        """Stable id: the same evaluation always gets the same id, in any run, on any cluster (lm-eval rows
+        keep the ids they had before rows named a suite)."""
         limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
-        key = "\x1f".join((self.model, self.model_args, self.task, str(self.n_shot), limit))
+        parts = (self.model, self.model_args, self.task, str(self.n_shot), limit)
+        key = "\x1f".join(parts if self.suite == DEFAULT_SUITE else (*parts, self.suite))
         return hashlib.sha1(key.encode()).hexdigest()[:16]
 
     @property

@@ -2,8 +2,7 @@
 
 Only this module turns rows into files and back, so the layout lives in one place:
 
-    <run>/jobs.csv  run.json  submissions.jsonl  submit_evals.sbatch  slurm_logs/  results/<row_id>.json
-          state/<row_id>.json
+    <run>/jobs.csv run.json submissions.jsonl submit_evals.sbatch slurm_logs/ results/<row_id>.json state/<row_id>.json
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from oellm import runlock
 from oellm.errors import OellmError
-from oellm.rows import EvalRow
+from oellm.rows import DEFAULT_SUITE, EvalRow
 
 T = TypeVar("T")
 
@@ -39,7 +38,8 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp creates 0600 files, but results are meant to be shared
 
 
-_COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "limit", "step"]
+_COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "limit", "step"]  # required
+SUITE = "suite"  # optional on read: runs written before rows named a suite are lm-eval's
 
 
 def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
@@ -48,11 +48,11 @@ def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
     def records() -> Iterator[list[Any]]:
         for r in rows:
             yield [r.row_id, r.task_index, r.model, r.model_args, r.task, r.n_shot,
-                   "" if r.limit is None else _fmt_limit(r.limit), "" if r.step is None else r.step]
+                   "" if r.limit is None else _fmt_limit(r.limit), "" if r.step is None else r.step, r.suite]
 
     with atomic_open(path) as fh:
         w = csv.writer(fh)
-        w.writerow(_COLUMNS)
+        w.writerow([*_COLUMNS, SUITE])
         w.writerows(records())
 
 
@@ -82,8 +82,8 @@ def read_jobs(path: Path) -> list[EvalRow]:
         for rec in reader:
             f = {name: rec[i] for name, i in col.items()}
             row = EvalRow(model=f["model"], model_args=f["model_args"], task=f["task"], n_shot=int(f["n_shot"]),
-                          limit=float(f["limit"]) if f["limit"] else None,
-                          step=int(f["step"]) if f["step"] else None, task_index=int(f["task_index"]))
+                          limit=float(f["limit"]) if f["limit"] else None, step=int(f["step"]) if f["step"] else None,
+                          task_index=int(f["task_index"]), suite=f.get(SUITE) or DEFAULT_SUITE)
             if row.row_id != f["row_id"]:
                 raise OellmError(f"{path}: line {reader.line_num}: row_id {f['row_id']} does not match its fields")
             out.append(row)

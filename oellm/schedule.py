@@ -22,7 +22,7 @@ from oellm.errors import OellmError
 from oellm.executors import Capacity, Executor, NothingStarted, for_cluster
 from oellm.plan.overrides import with_overrides
 from oellm.plan.packing import RunPlan, check_time_limit
-from oellm.plan.request import Request, include_paths, output_root, plan_rows
+from oellm.plan.request import Request, include_paths, output_root
 from oellm.render import render_sbatch
 from oellm.rows import EvalRow
 from oellm.rundir import RunDir, creating, existing_results, new_run_stamp, write_jobs, write_json
@@ -34,7 +34,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     fixed_minutes = check_time_limit(req.time_limit, cluster) if req.time_limit else None
     executor = for_cluster(cluster, req.workers)
     includes = include_paths(req)
-    rows, dropped = plan_rows(req, includes)
+    rows, dropped = req.plan(includes)
     root = output_root(req.output_dir, cluster)
     total = len(rows)
     done = set() if req.force else existing_results(root)

@@ -111,8 +111,11 @@ def submit(script: Path, *, array: str, args: Sequence[str] = (), options: Seque
         try:
             return parse_job_id(run(argv))
         except SlurmError as e:
-            if attempt == retries or not (e.returncode is None or TRANSIENT.search(e.stderr + e.stdout)):
+            if not (e.returncode is None or TRANSIENT.search(e.stderr + e.stdout)):
                 raise
+            if attempt == retries:
+                raise SlurmError(argv, e.returncode, e.stdout, e.stderr, note=f" (after {attempt + 1} attempts)") \
+                    from None
             log.warning("sbatch failed (%s); retry %d of %d", str(e), attempt + 1, retries)
         time.sleep(min(backoff * 2**attempt, _MAX_BACKOFF_S))
         if name:

@@ -283,6 +283,14 @@ def test_failures_show_their_reason_and_resubmit_redoes_exactly_the_missing_rows
               f"{tiny_model},{bad},{copy}", "--tasks", "tiny_mc_a,tiny_raises,tiny_slow", "--limit", "4",
               "--evals_per_task", "3", "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / "runs"),
               env={"OELLM_TINY_SLOW_S": "600"}, timeout=180)
+    # the preflight sees the unreadable config before anything queues ...
+    assert r.returncode == 2 and f"model {bad}: config or tokenizer does not load" in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    # ... and without it, the worker meets it on the node, as it would a config broken after planning
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--clusters_file", str(cfile), "--models",
+              f"{tiny_model},{bad},{copy}", "--tasks", "tiny_mc_a,tiny_raises,tiny_slow", "--limit", "4",
+              "--evals_per_task", "3", "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / "runs"),
+              "--no_preflight", env={"OELLM_TINY_SLOW_S": "600"}, timeout=180)
     assert r.returncode == 0, r.stderr
     run = the_run(tmp_path / "runs")
     rows = {(row.model, row.task): row.row_id for row in read_jobs(run.jobs)}

@@ -142,7 +142,7 @@ def test_slurm_refusals_are_one_line_and_leave_no_run(case, slurm_cluster, tiny_
     t0 = time.monotonic()
     r = oellm("schedule-eval", "--cluster", "testslurm", "--models", str(tiny_model), "--tasks", "tiny_mc_a",
               "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "runs"),
-              "--clusters_file", str(clusters_file(tmp_path, partition)), env=env)
+              "--clusters_file", str(clusters_file(tmp_path, partition, container=None)), env=env)
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.stderr and time.monotonic() - t0 < 120
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []

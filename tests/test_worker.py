@@ -200,3 +200,27 @@ def test_a_task_requeued_more_than_max_requeues_marks_its_rows_failed(tmp_path: 
     assert not run.state_path(done).exists()  # a row already done is left alone
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")  # within the limit: the row runs (and fails on the model)
     assert worker.run(run.path) == 1 and state(run, rows[0])["error_kind"] == "missing_model"
+
+
+@pytest.mark.fast
+def test_auto_batch_size_is_probed_once_per_task_shape_not_per_row():
+    """lm-eval forgets its `auto` batch size after each row and probes GPU memory again; the worker's model
+    remembers it for sequences no longer than one already probed. (The probe is faked: no GPU here.)"""
+    from oellm.suites.lm_eval import remember_batch_sizes
+
+    class FakeLM:
+        max_length = 100
+
+        def __init__(self):
+            self.probes = []
+
+        def _detect_batch_size(self, requests=None, pos=0):
+            self.probes.append(len(requests[pos][1]) if requests else None)
+            return 64 // len(self.probes)
+
+    lm = FakeLM()
+    remember_batch_sizes(lm)
+    long_row, short_row, longer_row = [("", [1] * 30, [2] * 5)], [("", [1] * 10, [2] * 2)], [("", [1] * 50, [2])]
+    assert lm._detect_batch_size(long_row) == 64
+    assert lm._detect_batch_size(long_row) == 64 and lm._detect_batch_size(short_row) == 64  # no new probe
+    assert lm._detect_batch_size(longer_row) == 32 and lm.probes == [30, 50]

@@ -36,13 +36,14 @@ def _parser():
         doc = inspect.getdoc(fn) or ""
         source = _options_class(fn) or fn
         params = inspect.signature(source).parameters
-        flags = [p for p, v in params.items() if v.annotation in (bool, "bool")]
+        hidden = getattr(source, "HIDDEN", frozenset())  # a base's fields that mean nothing to this command
+        flags = [p for p, v in params.items() if v.annotation in (bool, "bool") and p not in hidden]
         sub = ArgumentParser(description=doc.split("\n\nArgs:")[0])
         sub.add_argument("--config", action=ActionConfigFile, help="A YAML/JSON file with any of these options.")
         if source is fn:
             sub.add_function_arguments(fn, skip=set(flags), as_positional=False)
         else:
-            sub.add_class_arguments(source, skip=set(flags) | NOT_FLAGS, as_group=False)
+            sub.add_class_arguments(source, skip=set(flags) | NOT_FLAGS | hidden, as_group=False)
         helps = _arg_docs(source)
         for flag in flags:
             sub.add_argument(f"--{flag}", action=ActionYesNo(yes_prefix="", no_prefix="no_"), nargs="?",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from oellm.plan.bench import Bench
 from oellm.plan.request import Request, Selection
 from oellm.results.collect import Collect
 from oellm.runs.resubmit import Resubmit
@@ -14,6 +15,16 @@ from oellm.runs.resubmit import Resubmit
 
 def schedule_eval(request: Request) -> None:
     """Plan model x task x shot evaluations, write a run dir, and submit SLURM arrays (or run locally)."""
+    from oellm.schedule import schedule
+
+    schedule(request)
+
+
+def bench(request: Bench) -> None:
+    """Measure throughput, latency and energy of models: SLURM arrays (or this machine), like evaluations.
+
+    One row per model x batch size x lengths x backend; results land beside scores in collect-results.
+    """
     from oellm.schedule import schedule
 
     schedule(request)
@@ -107,5 +118,5 @@ def worker(run_dir: Path, index: int | None = None, index_offset: int = 0) -> No
         sys.exit(1)
 
 
-COMMANDS = {"schedule-eval": schedule_eval, "check-cache": check_cache, "status": status, "resubmit": resubmit,
+COMMANDS = {"schedule-eval": schedule_eval, "bench": bench, "check-cache": check_cache, "status": status, "resubmit": resubmit,
             "cancel": cancel, "collect-results": collect_results, "worker": worker}

@@ -52,6 +52,10 @@ class Selection:
     checkpoint_stride: int = 1
     last_n_checkpoints: int | None = None
 
+    def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
+        """The rows this selection means (a command with other rows, such as `bench`, overrides it)."""
+        return plan_rows(self, includes)
+
 
 @dataclass
 class Request(SlurmOverrides, Selection):
@@ -125,8 +129,13 @@ def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], i
             raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
         rows, dropped = ex.build_rows(ex.parse_models(sel.models), ex.parse_tasks(sel.tasks), shots, limit,
                                       sel.checkpoint_stride, sel.last_n_checkpoints)
+    validate_rows(rows, includes)
+    return rows, dropped
+
+
+def validate_rows(rows: Sequence[EvalRow], includes: Sequence[str]) -> None:
+    """Each suite checks the task names of its rows (one error naming every unknown one)."""
     from oellm.suites import by_suite, get_suite
 
     for name, group in by_suite(rows).items():
         get_suite(name).validate(sorted({r.task for r in group}), list(includes))
-    return rows, dropped

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oellm.errors import OellmError
-from oellm.results import tables
+from oellm.results import bench, tables
 from oellm.results.gather import Collected, collect, json_files
 from oellm.rows import EvalRow
 from oellm.rundir import read_jobs
@@ -60,16 +60,20 @@ def collect_results(opts: Collect) -> None:
     if not df.empty:
         print(f"collected {len(df)} values from {got.n_files} file(s): {df['model'].nunique()} model(s), "
               f"{df['task'].nunique()} task(s)", file=sys.stderr)
-        board = tables.leaderboard(df, metric)  # a bad --metric fails before anything is written
+        scores, perf = bench.split(df)
+        board = tables.leaderboard(scores, metric)  # a bad --metric fails before anything is written
+        perf_table = bench.bench_table(perf, scores, metric) if not perf.empty else None
         if output_csv:
             tables.write_table(df, Path(output_csv))
             print(f"wrote {output_csv}", file=sys.stderr)
         if format != "none":
-            print(tables.to_markdown(board) if format == "markdown" else tables.to_text(board))
+            for t in ([board] if not scores.empty else []) + ([perf_table] if perf_table is not None else []):
+                print(tables.to_markdown(t) if format == "markdown" else tables.to_text(t))
         if plot:
             from oellm.results.plots import plot_all
 
-            for p in plot_all(df, Path(plot), metric):
+            written = plot_all(scores, Path(plot), metric) if not scores.empty else []
+            for p in written + (bench.plot_bench(perf, Path(plot)) if not perf.empty else []):
                 print(f"wrote {p}", file=sys.stderr)
     if check:
         _check(got)

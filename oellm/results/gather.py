@@ -179,7 +179,8 @@ def collect(paths: list[Path], workers: int | None = None) -> Collected:
     return Collected(df, problems, superseded, runs, len(files), done)
 
 
-_DTYPES = {"step": "Int64", "n_shot": "Int64", "limit": "float64", "value": "float64", "stderr": "float64"}
+_DTYPES = {"step": "Int64", "n_shot": "Int64", "limit": "float64", "value": "float64", "stderr": "float64",
+           "batch_size": "Int64", "input_tokens": "Int64", "output_tokens": "Int64"}
 
 
 def newest_wins(df: Any) -> tuple[Any, list[str]]:

@@ -17,7 +17,7 @@ _MARKERS = "os^Dvx*P"
 _STYLES = ["-", "--", ":", "-."]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as e:
@@ -61,7 +61,7 @@ def _chosen(df: Any, metric: str | None) -> Any:
 
 def learning_curves(df: Any, path: Path, title: str, by: str = "task", metric: str | None = None) -> Path:
     """Metric vs step; one colour per `by` value, one line style + marker per shot count; stderr bars."""
-    plt = _pyplot()
+    plt = pyplot()
     d = _chosen(df, metric)
     shots = sorted(d["n_shot"].dropna().unique())
     fig, ax = plt.subplots(figsize=(10, 5))
@@ -89,7 +89,7 @@ def learning_curves(df: Any, path: Path, title: str, by: str = "task", metric: s
 
 def heatmap(df: Any, path: Path, metric: str | None = None) -> Path:
     """The leaderboard as a colour grid with the values written in."""
-    plt = _pyplot()
+    plt = pyplot()
     table = leaderboard(df, metric)
     rows, cols = table.shape
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * cols + 3), max(3, 0.45 * rows + 2)))

@@ -41,7 +41,8 @@ def score_table(run: RunDir, rows: Sequence[EvalRow]) -> str:
 # ---------------------------------------------------------------- tidy records (collect-results)
 
 COLUMNS = ["model", "model_args", "step", "task", "kind", "evaluated", "n_shot", "limit", "metric", "filter", "value",
-           "stderr", "row_id", "run", "cluster", "model_revision", "lm_eval_version", "date", "source"]
+           "stderr", "row_id", "run", "cluster", "model_revision", "lm_eval_version", "date", "source",
+           "suite", "batch_size", "input_tokens", "output_tokens", "backend"]  # the last four: bench rows only
 IDENTITY = ["model", "model_args", "task", "n_shot", "limit", "metric", "filter"]  # step is provenance
 
 
@@ -67,6 +68,9 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
     limit = None if limit is None else float(limit)
     date = prov.get("ended") or _iso(result.get("date"))
     lm_version = prov.get("lm_eval_version") or result.get("lm_eval_version")
+    bench = result.get("bench") or {}
+    suite = row.get("suite") or ("bench" if bench else "lm_eval")
+    extra = (suite, *(bench.get(k) for k in ("batch_size", "input_tokens", "output_tokens", "backend")))
     shots = result.get("n-shot") or {}
     subtasks = {g: subs for g, subs in (result.get("group_subtasks") or {}).items() if subs}
     groups = set(result.get("groups") or ()) | set(subtasks)
@@ -89,7 +93,7 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
             err = metrics.get(f"{name}_stderr,{filt}")
             err = float(err) if isinstance(err, (int, float)) and not isinstance(err, bool) else None
             out.append((model, args, step, task, kind, evaluated, n_shot, limit, name, filt, float(value), err, row_id,
-                        run, cluster, revision, lm_version, date, source))
+                        run, cluster, revision, lm_version, date, source, *extra))
     return out
 
 

@@ -12,6 +12,7 @@ value}}, "n-shot", "configs", ...}), which is what the worker writes and `collec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from oellm.rows import EvalRow, ModelRef
@@ -47,3 +48,22 @@ class Suite(Protocol):
 
     def unload(self) -> None:
         """Free the memory of the model just evaluated."""
+
+
+def on_disk(ref: ModelRef, revision: str | None) -> tuple[str, str | None]:
+    """(where to load the model from, the revision evaluated): fail fast when it is not on disk, since
+    compute nodes cannot fetch it; a hub model's path is its cached snapshot, named by its commit."""
+    if not ref.is_hub:
+        if not Path(ref.name).expanduser().is_dir():
+            raise RowFailure("missing_model", f"model directory {ref.name} not found; fetch or convert it first "
+                             "with `oellm schedule-eval ... --download_only` on a login node")
+        return ref.name, revision
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(ref.name, revision=revision, local_files_only=True)
+    except (OSError, ValueError) as e:  # LocalEntryNotFoundError is an OSError
+        raise RowFailure("missing_model", f"model {ref.name}{'@' + revision if revision else ''} is not in the "
+                         "local Hugging Face cache and compute nodes are offline; run `oellm schedule-eval "
+                         f"... --download_only` on a login node first ({type(e).__name__})") from None
+    return snapshot, Path(snapshot).name  # snapshots/<commit>: the revision actually evaluated

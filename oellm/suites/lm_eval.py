@@ -12,13 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from oellm.rows import EvalRow, ModelRef
 from oellm.rundir import utc_now
 from oellm.suites import lm_eval_tasks as tasks
-from oellm.suites.base import RowFailure
+from oellm.suites.base import RowFailure, on_disk
 
 log = logging.getLogger("oellm.worker")
 
@@ -45,7 +44,7 @@ class LmEvalSuite:
         from lm_eval.utils import simple_parse_args_string
 
         revision = ref.commit(settings.get("model_revisions") or {}) or ref.revision
-        resolved = _on_disk(ref, revision)
+        _, resolved = on_disk(ref, revision)
         # `oellm resubmit --gpus_per_task N` after an OOM: spread the model over the task's GPUs
         args = ref.lm_eval_args(revision, parallelize=True if settings.get("parallelize") else None)
         cuda = torch.cuda.is_available()
@@ -57,6 +56,8 @@ class LmEvalSuite:
         log.info("loading %s on %s", args, info["device"])
         _cache_env_info()
         lm = get_model("hf").create_from_arg_string(args, {"batch_size": info["batch_size"], "device": info["device"]})
+        if info["batch_size"] == "auto":
+            remember_batch_sizes(lm)
         self._loads += 1
         info.update(seconds=round(time.perf_counter() - t0, 3), loads_in_process=self._loads)
         return lm, info
@@ -95,28 +96,33 @@ def has_metrics(out: dict[str, Any] | None) -> bool:
                for res in ((out or {}).get("results") or {}).values() if isinstance(res, dict) for k, v in res.items())
 
 
-def _on_disk(ref: ModelRef, revision: str | None) -> str | None:
-    """Fail fast when the model is not on disk; return the commit of a hub model's cached snapshot."""
-    if not ref.is_hub:
-        if not Path(ref.name).expanduser().is_dir():
-            raise RowFailure("missing_model", f"model directory {ref.name} not found; fetch or convert it first "
-                             "with `oellm schedule-eval ... --download_only` on a login node")
-        return revision
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot = snapshot_download(ref.name, revision=revision, local_files_only=True)
-    except (OSError, ValueError) as e:  # LocalEntryNotFoundError is an OSError
-        raise RowFailure("missing_model", f"model {ref.name}{'@' + revision if revision else ''} is not in the "
-                         "local Hugging Face cache and compute nodes are offline; run `oellm schedule-eval "
-                         f"... --download_only` on a login node first ({type(e).__name__})") from None
-    return Path(snapshot).name  # snapshots/<commit>: the revision actually evaluated
-
-
 def _batch_size(requested: str | int, cuda: bool) -> str | int:
     """lm-eval's "auto" probes GPU memory with batches of 64 full-length sequences before every row;
     on a CPU that only costs time (2 s per row for a tiny model, 90 s for SmolLM2), so use a fixed size."""
     return CPU_BATCH_SIZE if str(requested) == "auto" and not cuda else requested
+
+
+def remember_batch_sizes(lm: Any) -> None:
+    """lm-eval (0.4.13) forgets its `auto` batch size after every call and probes GPU memory again (five
+    forward passes per halving) before each row. A size that fit sequences at least as long (context,
+    continuation, total) fits again, so a worker probes once per model and task shape, not per row."""
+    probe = lm._detect_batch_size
+    seen: dict[tuple[int, int, int], int] = {}
+
+    def detect(requests: Any = None, pos: int = 0) -> int:
+        if requests:  # the lengths lm-eval's probe uses: the longest request, truncated to max_length
+            _, ctx, cont = requests[pos]
+            cap = lm.max_length + 1
+            shape = (len((ctx + cont)[-cap:][:-1]), len(ctx[-cap:]), len(cont[-cap:]))
+        else:
+            shape = (lm.max_length,) * 3
+        for known, size in seen.items():
+            if all(k >= s for k, s in zip(known, shape, strict=True)):
+                return size
+        seen[shape] = size = probe(requests, pos)
+        return size
+
+    lm._detect_batch_size = detect
 
 
 def _limit(limit: float | None) -> int | float | None:

@@ -155,7 +155,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
     shots = out.get("n-shot") or {}
     uniform = set(shots.values())
     return {"row": {"row_id": row.row_id, "model": row.model, "model_args": row.model_args, "task": row.task,
-                    "n_shot": row.n_shot, "limit": row.limit, "step": row.step},
+                    "n_shot": row.n_shot, "limit": row.limit, "step": row.step, "suite": row.suite},
             # a task's YAML may fix its shot count whatever was asked: record what was used
             "n_shot_used": shots.get(row.task, uniform.pop() if len(uniform) == 1 else shots),
             "model_revision": info["revision"], "lm_eval_version": version("lm_eval"),
@@ -165,7 +165,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
             "slurm_restart_count": ctx.env.restart_count, "started": started, "ended": utc_now(),
             "wall_s": round(wall_s, 3), "lm_eval_s": round(suite_s, 3),
             "lm_eval_reported_s": out.get("total_evaluation_time_seconds"),
-            "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process")}}
+            "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process", "load_s") if k in info}}
 
 
 def _write_result(run: RunDir, row: EvalRow, out: dict[str, Any], samples: dict[str, list] | None) -> None:

@@ -84,8 +84,7 @@ def test_summarize_median_and_p90_on_known_numbers() -> None:
     assert out["latency_s_p90"] == pytest.approx(4.6)  # rank 3.6 of 0..4: 4 + 0.6 x (5 - 4)
     assert out["ttft_s"] == pytest.approx(0.25) and out["ttft_s_p90"] == pytest.approx(0.44)  # None skipped
     assert out["tpot_s"] is None and out["tpot_s_p90"] is None
-    assert out["output_tokens"] == 8 and isinstance(out["output_tokens"], int)
-    assert "output_tokens_p90" not in out
+    assert out["output_tokens"] == 8 and isinstance(out["output_tokens"], int) and "output_tokens_p90" not in out
     assert percentile([7.0], 0.9) == 7.0
 
 
@@ -95,16 +94,14 @@ def test_summarize_median_and_p90_on_known_numbers() -> None:
 def test_bad_spec_is_one_clear_line(bad: dict[str, Any]) -> None:
     with pytest.raises(OellmError) as err:
         BenchSpec(**{"batch_size": 1, "input_tokens": 8, "output_tokens": 4, **bad})
-    message = str(err.value)
-    assert "\n" not in message and next(iter(bad)) in message
+    assert "\n" not in str(err.value) and next(iter(bad)) in str(err.value)
 
 
 @pytest.mark.fast
 def test_random_prompts_are_seeded_and_avoid_special_ids() -> None:
     spec = BenchSpec(batch_size=3, input_tokens=50, output_tokens=1)
     rows = random_prompts(10, {0, 1, 2}, spec)
-    assert rows == random_prompts(10, {0, 1, 2}, spec)
-    assert rows != random_prompts(10, {0, 1, 2}, BenchSpec(3, 50, 1, seed=1))
+    assert rows == random_prompts(10, {0, 1, 2}, spec) != random_prompts(10, {0, 1, 2}, BenchSpec(3, 50, 1, seed=1))
     assert len(rows) == 3 and all(len(r) == 50 and min(r) >= 3 for r in rows)
 
 
@@ -193,11 +190,11 @@ def test_energy_fields_are_null_never_zero_without_a_reading() -> None:
 def test_system_sampler_counts_the_process_tree() -> None:
     child = ("import sys, time; block = b'x' * (300 * 2**20); print('ready', flush=True); "
              "sys.stdin.read()")
-    with SystemSampler(interval=0.02) as sampler:
+    with SystemSampler(interval=0.01) as sampler:  # children are relisted every 10 samples: 0.1 s
         proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        end = time.perf_counter() + 0.2
+        end = time.perf_counter() + 0.3
         while time.perf_counter() < end:  # keep this process busy too
             pass
         proc.communicate("")
@@ -279,23 +276,24 @@ def test_too_long_for_the_model_is_refused(tiny_lm: tuple[Any, Any]) -> None:
 
 @pytest.mark.e2e
 def test_latency_agrees_with_a_direct_generate(tiny_lm: tuple[Any, Any]) -> None:
-    """measure_hf's harness adds nothing measurable to a bare `generate`. The tolerance is loose (50%)
-    because one tiny-model call takes milliseconds, mostly Python overhead, so scheduler jitter on a
-    shared CI core is a large part of it; benchmarks/bench_latency.py checks 5% on a real model."""
+    """measure_hf's harness adds nothing measurable to a bare `generate`. Loose (50%), in interleaved
+    rounds, best round kept: one tiny-model call takes milliseconds, mostly Python overhead, so another
+    process on a shared CI core moves it a lot; benchmarks/bench_latency.py checks 5% on a real model."""
     import torch
 
     model, tok = tiny_lm
-    spec = BenchSpec(batch_size=4, input_tokens=16, output_tokens=16, num_runs=7, warmup_runs=2)
-    measured = measure_hf(model, tok, spec, "cpu")["latency_s"]
+    spec = BenchSpec(batch_size=4, input_tokens=16, output_tokens=16, num_runs=5, warmup_runs=1)
     ids = prompt_ids(model, tok, spec)
-    times = []
+    measured, direct = [], []
     with torch.inference_mode():
-        for i in range(spec.warmup_runs + spec.num_runs):
-            start = time.perf_counter()
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 min_new_tokens=16, max_new_tokens=16, pad_token_id=tok.pad_token_id)
-            if i >= spec.warmup_runs:
+        for _ in range(3):
+            measured.append(measure_hf(model, tok, spec, "cpu")["latency_s"])
+            times = []
+            for _ in range(spec.num_runs):
+                start = time.perf_counter()
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     min_new_tokens=16, max_new_tokens=16, pad_token_id=tok.pad_token_id)
                 times.append(time.perf_counter() - start)
+            direct.append(statistics.median(times))
     assert out.shape == (4, 32)
-    direct = statistics.median(times)
-    assert measured == pytest.approx(direct, rel=0.5), (measured, direct)
+    assert min(measured) == pytest.approx(min(direct), rel=0.5), (measured, direct)

@@ -6,6 +6,7 @@ measured work next to nothing, and a thread sees this process without any hand-o
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 _MIB = 2**20
+_RELIST_EVERY = 10  # samples between listings of the child processes
 
 
 class SystemSampler:
@@ -25,8 +27,9 @@ class SystemSampler:
     def __init__(self, interval: float = 0.1):
         self.interval = interval
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._procs: dict[int, Any] = {}  # one object per pid: cpu_percent counts from that object's last call
+        self._tree: list[Any] = []
+        self._ticks = 0
         self._busy_s = 0.0  # percent x seconds
         self._span_s = 0.0
         self._rss_peak = 0
@@ -53,38 +56,38 @@ class SystemSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._sample()  # a window shorter than `interval` still gets one reading
+        self._sample(relist=True)  # a window shorter than `interval` still gets one reading
         torch = _cuda_torch()
         if torch is not None:
             total = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
             self._gpu_peak_mb = total / _MIB
 
     def _loop(self) -> None:
+        """The only sampler while it runs: enter samples before it starts and exit after it ends."""
         while not self._stop.wait(self.interval):
             self._sample()
 
-    def _sample(self, prime: bool = False) -> None:
+    def _sample(self, prime: bool = False, relist: bool = False) -> None:
         psutil = self._psutil
-        try:
-            tree = [self._root, *self._root.children(recursive=True)]
-        except psutil.Error:
-            return
+        if relist or self._ticks % _RELIST_EVERY == 0:
+            # Finding children reads every process's /proc entry, costly on a busy node: about once a second.
+            with contextlib.suppress(psutil.Error):
+                self._tree = [self._procs.setdefault(p.pid, p) for p in [self._root, *self._root.children(True)]]
+        self._ticks += 1
         cpu, rss = 0.0, 0
-        with self._lock:
-            for proc in tree:
-                proc = self._procs.setdefault(proc.pid, proc)
-                try:
-                    with proc.oneshot():
-                        cpu += proc.cpu_percent(None)
-                        rss += proc.memory_info().rss
-                except psutil.Error:  # exited between the listing and the reading
-                    continue
-            now = time.perf_counter()
-            if not prime:
-                self._busy_s += cpu * (now - self._last)
-                self._span_s += now - self._last
-            self._last = now
-            self._rss_peak = max(self._rss_peak, rss)
+        for proc in self._tree:
+            try:
+                with proc.oneshot():
+                    cpu += proc.cpu_percent(None)
+                    rss += proc.memory_info().rss
+            except psutil.Error:  # exited since the listing
+                continue
+        now = time.perf_counter()
+        if not prime:
+            self._busy_s += cpu * (now - self._last)
+            self._span_s += now - self._last
+        self._last = now
+        self._rss_peak = max(self._rss_peak, rss)
 
     def fields(self) -> dict[str, float | None]:
         return {"cpu_util_percent_mean": self._busy_s / self._span_s if self._span_s > 0 else None,

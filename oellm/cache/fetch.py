@@ -154,6 +154,11 @@ def check_model(item: dict[str, Any]) -> dict[str, Any]:
         return {**item, "error": f"{label}: not in the offline cache ({type(e).__name__})"}
     if not weight_files([p.name for p in Path(path).iterdir()]):
         return {**item, "error": f"{label}: snapshot {path} holds no weights"}
+    return _loads(item, label, path)
+
+
+def _loads(item: dict[str, Any], label: str, path: str | Path) -> dict[str, Any]:
+    """What the worker reads first: the config and the tokenizer."""
     try:
         from transformers import AutoConfig, AutoTokenizer
     except ImportError:  # a torch-free login node: the files are there, which is what we can check
@@ -207,16 +212,7 @@ def check_local(item: dict[str, Any]) -> dict[str, Any]:
         return {**item, "error": f"model {path}: not visible here (no bind covers it, or it does not exist)"}
     if not (path / "config.json").is_file():  # a GGUF dir: lm-eval reads it itself; the files are there
         return item
-    try:
-        from transformers import AutoConfig, AutoTokenizer
-    except ImportError:
-        return item
-    try:
-        AutoConfig.from_pretrained(path)
-        AutoTokenizer.from_pretrained(path)
-    except Exception as e:
-        return {**item, "error": f"model {path}: config or tokenizer does not load ({type(e).__name__}: {_short(e)})"}
-    return item
+    return _loads(item, f"model {path}", path)
 
 
 def versions() -> dict[str, str | None]:

@@ -27,6 +27,7 @@ class BenchSuite:
 
     def __init__(self) -> None:
         self._hf: tuple[Any, Any] | None = None  # (model, tokenizer), loaded at the first hf row of a model
+        self._meter: Any = None  # the energy meter, opened once per process
 
     def validate(self, names: Sequence[str], include_paths: Sequence[str]) -> None:
         for name in names:
@@ -65,13 +66,17 @@ class BenchSuite:
         from oellm.bench import measure
 
         work = Workload.parse(row.task)
+        if self._meter is None and info["device"] != "cpu":
+            from oellm.bench.energy import open_meter
+
+            self._meter = open_meter()
         spec = measure.BenchSpec(batch_size=work.batch_size, input_tokens=work.input_tokens,
                                  output_tokens=work.output_tokens, num_runs=work.num_runs,
                                  warmup_runs=work.warmup_runs, streamer=work.streamer, data=work.data)
         if work.backend == "vllm":
-            fields = measure.measure_vllm(info["path"], spec, dtype=info["dtype"])
+            fields = measure.measure_vllm(info["path"], spec, dtype=info["dtype"], meter=self._meter)
         else:
-            fields = measure.measure_hf(*self._load_hf(info), spec, info["device"])
+            fields = measure.measure_hf(*self._load_hf(info), spec, info["device"], meter=self._meter)
         numbers = {k: v for k, v in fields.items() if isinstance(v, Number) and not isinstance(v, bool)}
         if HEADLINE not in numbers:
             raise RowFailure("no_metrics", f"bench {row.task} measured no throughput")

@@ -65,6 +65,7 @@ def test_a_pace_config_file_plans_its_workload(tiny_model, tmp_path):
     [row] = read_jobs(next((tmp_path / "runs").iterdir()) / "jobs.csv")
     work = Workload.parse(row.task)
     assert (work.output_tokens, work.num_runs, work.warmup_runs, row.model_args) == (7, 3, 0, "dtype=float32")
+    assert row.suite == "bench"  # kept through packing into jobs.csv
     unknown = tmp_path / "bad.json"
     unknown.write_text(json.dumps({"generation_args": {"top_k": 3}}))
     bad = oellm("bench", "--config", str(unknown), "--cluster", "local", "--models", str(tiny_model), "--dry_run")

@@ -80,7 +80,7 @@ def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
     out, index = [], 0
     for group in by_model.values():
         for start in range(0, len(group), evals_per_task):
-            out.extend(EvalRow(r.model, r.task, r.n_shot, r.model_args, r.limit, r.step, index)  # replace() is 3x slower
+            out.extend(EvalRow(r.model, r.task, r.n_shot, r.model_args, r.limit, r.step, index, r.suite)  # replace(): 3x slower
                        for r in group[start:start + evals_per_task])
             index += 1
     return out

@@ -25,7 +25,8 @@ def bench_table(bench: Any, scores: Any, metric: str | None = None) -> Any:
     b = bench[bench["metric"].isin(SHOWN)].reset_index(drop=True)
     b = b.assign(label=[model_label(m, s, a) for m, s, a in zip(b["model"], b["step"], b["model_args"], strict=True)])
     table = b.pivot_table(index=["label", *WORKLOAD], columns="metric", values="value", aggfunc="first")
-    table = table[[c for c in SHOWN if c in table.columns]]
+    # energy stays visible as a column even when no row had a meter: missing ("-"), never 0
+    table = table.reindex(columns=[c for c in SHOWN if c in table.columns or c == "energy_per_token_j"])
     table.columns.name = None
     if not scores.empty:
         mean = leaderboard(scores, metric).mean(axis=1)
@@ -51,6 +52,8 @@ def plot_bench(bench: Any, out: Path) -> list[Path]:
         for key, g in wide.groupby(["label", "backend", "input_tokens", "output_tokens"], sort=True):
             g = g.sort_values("batch_size")
             ax.plot(g[x], g[y], marker="o", label=f"{key[0]} ({key[1]}, {key[2]}->{key[3]} tokens)")
+        if x == "batch_size":
+            ax.set_xscale("log", base=2)  # batch sizes double: 1, 8, 32 ...
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -117,8 +117,9 @@ def read_chunk(items: list[tuple[str, str, str | None]]) -> tuple[list[tuple], l
 
 
 _TOP_KEY = re.compile(rb'\n "([^"]*)": ')
-_WANTED = {b"results", b"groups", b"group_subtasks", b"n-shot", b"config", b"date", b"lm_eval_version", b"oellm"}
-_WANTED_OELLM = {b"results", b"group_subtasks", b"n-shot", b"oellm"}  # the worker's provenance has the rest
+_WANTED = {b"results", b"groups", b"group_subtasks", b"n-shot", b"config", b"date", b"lm_eval_version", b"oellm",
+           b"bench"}
+_WANTED_OELLM = {b"results", b"group_subtasks", b"n-shot", b"oellm", b"bench"}  # the provenance has the rest
 _CUTS = tuple(b'\n "%s": ' % k for k in (b"configs", b"versions", b"higher_is_better", b"oellm"))
 
 

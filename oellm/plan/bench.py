@@ -39,7 +39,8 @@ class Bench(Request):
         generation_args: PACE config: {"max_new_tokens": N} sets --output_tokens.
     """
 
-    HIDDEN = frozenset({"tasks", "n_shot", "eval_csv_path", "limit", "lm_eval_include_path", "log_samples"})
+    HIDDEN = frozenset({"tasks", "n_shot", "eval_csv_path", "limit", "lm_eval_include_path", "log_samples",
+                        "task_groups", "task_groups_file"})
 
     batch_size: str | int | list[int] | None = "1"  # type: ignore[assignment]  # a list here, lm-eval's value there
     input_tokens: str | int | list[int] = 128

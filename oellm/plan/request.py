@@ -39,6 +39,10 @@ class Selection:
         clusters_file: Your own clusters JSON, merged over the shipped one (default: $OELLM_CLUSTERS_FILE).
         checkpoint_stride: Evaluate every Nth checkpoint of a training-run dir (the newest always).
         last_n_checkpoints: Evaluate only the newest N checkpoints of a training-run dir.
+        task_groups: Comma-separated task groups or super groups (each task with its own shot counts),
+            e.g. open-llm-leaderboard-v1; with or instead of --tasks.
+        task_groups_file: Task groups YAML in the reference oellm's format (default: $OELLM_TASK_GROUPS_FILE,
+            else the shipped oellm/task-groups.yaml).
     """
 
     models: str | list[str] | None = None
@@ -51,6 +55,8 @@ class Selection:
     clusters_file: Path | None = None
     checkpoint_stride: int = 1
     last_n_checkpoints: int | None = None
+    task_groups: str | list[str] | None = None
+    task_groups_file: Path | None = None
 
     def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
         """The rows this selection means (a command with other rows, such as `bench`, overrides it)."""
@@ -117,20 +123,42 @@ def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], i
     """Rows from flags or from an eval CSV (not both), with every task name validated by its suite;
     returns (rows, duplicates dropped)."""
     limit = ex.check_limit(sel.limit)
-    if sel.eval_csv_path and (sel.models or sel.tasks):
-        raise OellmError("give either --eval_csv_path or --models/--tasks, not both")
+    if sel.eval_csv_path and (sel.models or sel.tasks or sel.task_groups):
+        raise OellmError("give either --eval_csv_path or --models with --tasks/--task_groups, not both")
     if sel.eval_csv_path:
         rows, dropped = ex.rows_from_csv(Path(sel.eval_csv_path), limit), 0
     else:
-        if not sel.models or not sel.tasks:
-            raise OellmError("nothing to evaluate: pass --models and --tasks (and --n_shot), or --eval_csv_path FILE")
+        if not sel.models or not (sel.tasks or sel.task_groups):
+            raise OellmError("nothing to evaluate: pass --models and --tasks (and --n_shot) or --task_groups, "
+                             "or --eval_csv_path FILE")
+        models = ex.parse_models(sel.models)
+        built = [ex.build_rows(models, tasks, shots, limit, sel.checkpoint_stride, sel.last_n_checkpoints)[0]
+                 for tasks, shots in _task_sets(sel)]
+        rows, dropped = ex.dedupe(r for group in built for r in group)
+    validate_rows(rows, includes)
+    return rows, dropped
+
+
+def _task_sets(sel: Selection) -> list[tuple[list[str], list[int]]]:
+    """(tasks, shots) products: --tasks x --n_shot, and each task group's tasks by their shot counts."""
+    out = []
+    if sel.tasks:
         shots = ex.parse_shots(sel.n_shot)
         if not shots:
             raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
-        rows, dropped = ex.build_rows(ex.parse_models(sel.models), ex.parse_tasks(sel.tasks), shots, limit,
-                                      sel.checkpoint_stride, sel.last_n_checkpoints)
-    validate_rows(rows, includes)
-    return rows, dropped
+        out.append((ex.parse_tasks(sel.tasks), shots))
+    if sel.task_groups:
+        from oellm.task_groups import load_task_groups
+        from oellm.suites import SUITES
+
+        by_shots: dict[tuple[int, ...], list[str]] = {}
+        for t in load_task_groups(sel.task_groups_file).expand(ex.split_list(sel.task_groups)):
+            if t.suite not in SUITES:  # lighteval, bigcodebench: not runnable by this oellm yet
+                raise OellmError(f"--task_groups: task {t.task} is a {t.suite} task; this oellm runs "
+                                 f"{', '.join(sorted(SUITES))} only")
+            by_shots.setdefault(t.n_shots, []).append(t.task)
+        out += [(tasks, list(shots)) for shots, tasks in by_shots.items()]
+    return out
 
 
 def validate_rows(rows: Sequence[EvalRow], includes: Sequence[str]) -> None:

@@ -33,6 +33,8 @@ class Collect:
         plot: Write learning curves (metric vs checkpoint step) and a model x task heatmap as PNGs here.
         check: List planned evaluations (jobs.csv) without a result and write them to <run>/missing.csv,
             ready for `oellm schedule-eval --eval_csv_path`.
+        task_groups_file: Task groups YAML whose `task_metrics` name each task's leaderboard metric
+            (default: $OELLM_TASK_GROUPS_FILE, else the shipped one).
     """
 
     run_dirs: str | list[str]
@@ -41,6 +43,7 @@ class Collect:
     metric: str | None = None
     plot: Path | None = None
     check: bool = False
+    task_groups_file: Path | None = None
 
 
 def collect_results(opts: Collect) -> None:
@@ -61,7 +64,10 @@ def collect_results(opts: Collect) -> None:
         print(f"collected {len(df)} values from {got.n_files} file(s): {df['model'].nunique()} model(s), "
               f"{df['task'].nunique()} task(s)", file=sys.stderr)
         scores, perf = bench.split(df)
-        board = tables.leaderboard(scores, metric)  # a bad --metric fails before anything is written
+        from oellm.task_groups import load_task_groups
+
+        task_metrics = load_task_groups(opts.task_groups_file).metrics
+        board = tables.leaderboard(scores, metric, task_metrics)  # a bad --metric fails before anything is written
         perf_table = bench.bench_table(perf, scores, metric) if not perf.empty else None
         if output_csv:
             tables.write_table(df, Path(output_csv))

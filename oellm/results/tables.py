@@ -39,13 +39,18 @@ def pick_metric(metrics: Sequence[str], wanted: str | None = None) -> str | None
     return sorted(metrics)[0] if metrics else None
 
 
-def leaderboard(df: Any, metric: str | None = None) -> Any:
-    """Models (rows) x tasks (columns) of one metric per task; a column name carries the metric and shots."""
+def leaderboard(df: Any, metric: str | None = None, task_metrics: dict[str, str] | None = None) -> Any:
+    """Models (rows) x tasks (columns) of one metric per task: `metric` for all, else the task's entry in
+    `task_metrics` (a task-groups file's), else acc_norm > acc > others. A column name carries the metric
+    and shots."""
     if df.empty:
         return df
     df = df.reset_index(drop=True)
     d = df.assign(key=df["metric"] + "," + df["filter"])
-    chosen = {t: pick_metric(sorted(set(g["key"])), metric) for t, g in d.groupby("task", sort=False)}
+    per_task = task_metrics or {}
+    chosen = {t: pick_metric(sorted(set(g["key"])), metric) if metric else
+              pick_metric(sorted(set(g["key"])), per_task.get(t)) or pick_metric(sorted(set(g["key"])))
+              for t, g in d.groupby("task", sort=False)}
     d = d[d["key"] == d["task"].map(chosen)]
     if d.empty:
         available = ", ".join(sorted(set(df["metric"])))

@@ -154,19 +154,34 @@ class EvalRow:
     step: int | None = None  # training step of a checkpoint; provenance, not identity
     task_index: int = -1  # the array task that evaluates this row; set by packing
     suite: str = DEFAULT_SUITE  # the framework that evaluates it (oellm.suites)
+    shard: int | None = None  # this row evaluates docs with doc_id % num_shards == shard of its evaluation
+    num_shards: int | None = None
 
     @functools.cached_property
     def row_id(self) -> str:
         """Stable id: the same evaluation always gets the same id, in any run, on any cluster (lm-eval rows
-        keep the ids they had before rows named a suite)."""
+        keep the ids they had before rows named a suite or a shard)."""
         limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
-        parts = (self.model, self.model_args, self.task, str(self.n_shot), limit)
-        key = "\x1f".join(parts if self.suite == DEFAULT_SUITE else (*parts, self.suite))
-        return hashlib.sha1(key.encode()).hexdigest()[:16]
+        parts: tuple[str, ...] = (self.model, self.model_args, self.task, str(self.n_shot), limit)
+        if self.suite != DEFAULT_SUITE:
+            parts += (self.suite,)
+        if self.num_shards:
+            parts += (f"shard {self.shard}/{self.num_shards}",)
+        return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
 
     @property
-    def identity(self) -> tuple[str, str, str, int, float | None]:
-        return (self.model, self.model_args, self.task, self.n_shot, None if self.limit is None else float(self.limit))
+    def identity(self) -> tuple:
+        limit = None if self.limit is None else float(self.limit)
+        return (self.model, self.model_args, self.task, self.n_shot, limit, self.suite, self.shard, self.num_shards)
+
+    @property
+    def whole(self) -> EvalRow:
+        """The evaluation a shard is part of (itself when not sharded): its merged result's row."""
+        return EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite)
+
+    def shards(self, num_shards: int) -> list[EvalRow]:
+        return [EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite,
+                        k, num_shards) for k in range(num_shards)] if num_shards > 1 else [self]
 
     @property
     def ref(self) -> ModelRef:

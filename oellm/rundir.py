@@ -39,21 +39,17 @@ os.umask(_UMASK)  # read once: mkstemp creates 0600 files, but results are meant
 
 
 _COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "limit", "step"]  # required
-SUITE = "suite"  # optional on read: runs written before rows named a suite are lm-eval's
+OPTIONAL = ["suite", "shard", "num_shards"]  # absent in runs written before rows had them
 
 
 def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
     """Write jobs.csv (plain csv module: 100k rows in ~0.2 s, no pandas import on the planning path)."""
 
-    def records() -> Iterator[list[Any]]:
-        for r in rows:
-            yield [r.row_id, r.task_index, r.model, r.model_args, r.task, r.n_shot,
-                   "" if r.limit is None else _fmt_limit(r.limit), "" if r.step is None else r.step, r.suite]
-
     with atomic_open(path) as fh:
         w = csv.writer(fh)
-        w.writerow([*_COLUMNS, SUITE])
-        w.writerows(records())
+        w.writerow([*_COLUMNS, *OPTIONAL])
+        w.writerows([r.row_id, r.task_index, r.model, r.model_args, r.task, r.n_shot, _fmt_limit(r.limit),
+                     _blank(r.step), r.suite, _blank(r.shard), _blank(r.num_shards)] for r in rows)
 
 
 def _read(path: Path, rows: Callable[[Any, dict[str, int]], list[T]]) -> list[T]:
@@ -83,7 +79,8 @@ def read_jobs(path: Path) -> list[EvalRow]:
             f = {name: rec[i] for name, i in col.items()}
             row = EvalRow(model=f["model"], model_args=f["model_args"], task=f["task"], n_shot=int(f["n_shot"]),
                           limit=float(f["limit"]) if f["limit"] else None, step=int(f["step"]) if f["step"] else None,
-                          task_index=int(f["task_index"]), suite=f.get(SUITE) or DEFAULT_SUITE)
+                          task_index=int(f["task_index"]), suite=f.get("suite") or DEFAULT_SUITE,
+                          shard=_int(f.get("shard")), num_shards=_int(f.get("num_shards")))
             if row.row_id != f["row_id"]:
                 raise OellmError(f"{path}: line {reader.line_num}: row_id {f['row_id']} does not match its fields")
             out.append(row)
@@ -112,8 +109,16 @@ def read_job_refs(path: Path) -> list[JobRef]:
     return _read(path, refs)
 
 
-def _fmt_limit(limit: float) -> str:
-    return str(int(limit)) if float(limit).is_integer() else repr(limit)
+def _fmt_limit(limit: float | None) -> str:
+    return "" if limit is None else str(int(limit)) if float(limit).is_integer() else repr(limit)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _blank(value: int | None) -> str | int:
+    return "" if value is None else value
 
 
 # ---------------------------------------------------------------- atomic files
@@ -280,21 +285,3 @@ def creating(output_root: Path, name: str) -> Iterator[tuple[RunDir, Path]]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-# ---------------------------------------------------------------- submissions recorded in run.json
-
-
-def job_ids(manifest: dict[str, Any]) -> list[str]:
-    """The SLURM job ids of every submission of a run, each once."""
-    return list(dict.fromkeys(str(s["job_id"]) for s in manifest.get("submissions") or []))
-
-
-def task_elements(submissions: Iterable[dict[str, Any]]) -> dict[int, str]:
-    """Global array task index -> `<job>_<local index>` of the latest submission that covers it."""
-    out: dict[int, str] = {}
-    for s in submissions:
-        offset, job = int(s["offset"]), s["job_id"]
-        for i in range(int(s["size"])):
-            out[offset + i] = f"{job}_{i}"
-    return out

@@ -12,9 +12,10 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from oellm.errors import OellmError, SlurmError
 
@@ -266,4 +267,22 @@ def parse_squeue_states(text: str) -> dict[str, str]:
         if not sep:
             raise OellmError(f"unexpected squeue row {line!r}; expected `JobID|State`")
         out.update(dict.fromkeys(expand_job_id(job_id), state))
+    return out
+
+
+# ---------------------------------------------------------------- a run's arrays, as run.json records them
+
+
+def job_ids(manifest: dict[str, Any]) -> list[str]:
+    """The SLURM job ids of every submission of a run, each once."""
+    return list(dict.fromkeys(str(s["job_id"]) for s in manifest.get("submissions") or []))
+
+
+def task_elements(submissions: Iterable[dict[str, Any]]) -> dict[int, str]:
+    """Global array task index -> `<job>_<local index>` of the latest submission that covers it."""
+    out: dict[int, str] = {}
+    for s in submissions:
+        offset, job = int(s["offset"]), s["job_id"]
+        for i in range(int(s["size"])):
+            out[offset + i] = f"{job}_{i}"
     return out

@@ -100,7 +100,13 @@ def cancel(run_dir: Path) -> None:
 def collect_results(options: Collect) -> None:
     """Collect every metric of one or more runs into a tidy table, a leaderboard, plots, a missing list."""
     from oellm.results.collect import collect_results as collect
+    from oellm.results.collect import run_dirs_of
+    from oellm.worker.merge import merge_pending
+    from oellm.worker.task import write_result
 
+    for run in run_dirs_of(options):  # sharded evaluations no worker merged (a crash, a failed merge)
+        for row_id in merge_pending(run, write_result):
+            print(f"merged the shards of {row_id} in {run.path}", file=sys.stderr)
     collect(options)
 
 

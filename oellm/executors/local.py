@@ -23,7 +23,7 @@ from oellm.errors import OellmError
 from oellm.executors import Capacity, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
-from oellm.rundir import RunDir
+from oellm.rundir import RunDir, read_job_refs
 
 POLL_S = 0.5
 STOP_GRACE_S = 15
@@ -65,10 +65,10 @@ class LocalExecutor:
         rows = read_jobs(run.jobs)
         log(f"running {plan.n_tasks} task(s) on this machine with {len(envs)} worker(s)")
         res = run_tasks(run, range(plan.n_tasks), envs, n_rows=len(rows), log=log)
-        done = len(run.done_ids())
+        done = len(run.done_ids() & {r.row_id for r in rows})  # not the merged results of sharded rows
         log(f"finished: {done} of {len(rows)} row(s) done; results in {run.results}")
-        if done:
-            log(score_table(run, rows))
+        if done:  # a sharded evaluation shows once, merged
+            log(score_table(run, list({r.whole.row_id: r.whole for r in rows}.values())))
         if res.interrupted:
             raise OellmError(f"interrupted: {done} of {len(rows)} row(s) done in {run.path}; "
                              "run the same command again to evaluate the rest")
@@ -183,6 +183,7 @@ class _progress:
 
     def __init__(self, run: RunDir, total: int | None, log: Callable[[str], None]):
         self.run, self.total, self.log = run, total, log
+        self.ids = {r.row_id for r in read_job_refs(run.jobs)}  # merged results of shards are no rows
         self.tty = sys.stderr.isatty()
         self.last: tuple[int, int, int] | None = None
         self.bar = None
@@ -193,7 +194,7 @@ class _progress:
 
     def counts(self) -> tuple[int, int, int]:
         states = self.run.read_states()
-        done = len(self.run.done_ids())
+        done = len(self.run.done_ids() & self.ids)
         failed = sum(1 for s in states.values() if s.get("state") == "failed")
         running = sum(1 for s in states.values() if s.get("state") == "running")
         return done, failed, running

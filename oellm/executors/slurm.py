@@ -16,7 +16,8 @@ from oellm.errors import OellmError, SlurmError
 from oellm.executors import Capacity, NothingStarted, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
-from oellm.rundir import MANIFEST, RunDir, job_ids, read_job_refs, read_json, task_elements, utc_now
+from oellm.rundir import MANIFEST, RunDir, read_job_refs, read_json, utc_now
+from oellm.slurm import job_ids, task_elements
 
 
 class SlurmExecutor:

@@ -73,14 +73,16 @@ def default_evals_per_task(cluster: ClusterConfig) -> int:
 
 
 def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
-    """Assign `task_index`: rows grouped by model (in first-seen order), `evals_per_task` rows per task."""
-    by_model: dict[tuple[str, str], list[EvalRow]] = {}
+    """Assign `task_index`: rows grouped by model (in first-seen order), `evals_per_task` rows per task.
+    Shard k of every evaluation of a model goes with the other k-th shards: shards run in parallel."""
+    by_model: dict[tuple[str, str, int | None], list[EvalRow]] = {}
     for r in rows:
-        by_model.setdefault((r.model, r.model_args), []).append(r)
+        by_model.setdefault((r.model, r.model_args, r.shard), []).append(r)
     out, index = [], 0
     for group in by_model.values():
         for start in range(0, len(group), evals_per_task):
-            out.extend(EvalRow(r.model, r.task, r.n_shot, r.model_args, r.limit, r.step, index, r.suite)  # replace(): 3x slower
+            out.extend(EvalRow(r.model, r.task, r.n_shot, r.model_args, r.limit, r.step, index, r.suite,  # replace():
+                               r.shard, r.num_shards)  # 3x slower
                        for r in group[start:start + evals_per_task])
             index += 1
     return out

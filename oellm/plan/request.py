@@ -81,6 +81,8 @@ class Request(SlurmOverrides, Selection):
         preflight: Before submitting, load every model, checkpoint and dataset offline through the workers'
             own container (same image, binds and environment) and check the image's oellm and lm-eval
             versions; proofs are remembered, so a repeated sweep pays nothing. --no_preflight skips it.
+        num_shards: Split each evaluation over this many array tasks (each runs every Kth document; the
+            last to finish merges them into exactly the unsharded result).
     """
 
     output_dir: Path | None = None
@@ -93,7 +95,15 @@ class Request(SlurmOverrides, Selection):
     download_only: bool = False
     precache: bool = True
     preflight: bool = True
+    num_shards: int | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))  # recorded in run.json; not a flag
+
+    def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
+        rows, dropped = plan_rows(self, includes)
+        k = 1 if self.num_shards is None else self.num_shards
+        if k < 1:
+            raise OellmError(f"--num_shards: must be >= 1, got {k}")
+        return [s for r in rows for s in r.shards(k)], dropped
 
 
 NOT_FLAGS = frozenset({"command_line"})
@@ -148,8 +158,8 @@ def _task_sets(sel: Selection) -> list[tuple[list[str], list[int]]]:
             raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
         out.append((ex.parse_tasks(sel.tasks), shots))
     if sel.task_groups:
-        from oellm.task_groups import load_task_groups
         from oellm.suites import SUITES
+        from oellm.task_groups import load_task_groups
 
         by_shots: dict[tuple[int, ...], list[str]] = {}
         for t in load_task_groups(sel.task_groups_file).expand(ex.split_list(sel.task_groups)):

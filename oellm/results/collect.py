@@ -14,7 +14,7 @@ from oellm.errors import OellmError
 from oellm.results import bench, tables
 from oellm.results.gather import Collected, collect, json_files
 from oellm.rows import EvalRow
-from oellm.rundir import read_jobs
+from oellm.rundir import RunDir, read_jobs
 
 
 @dataclass
@@ -83,6 +83,11 @@ def collect_results(opts: Collect) -> None:
                 print(f"wrote {p}", file=sys.stderr)
     if check:
         _check(got)
+
+
+def run_dirs_of(opts: Collect) -> list[RunDir]:
+    """The oellm run dirs among --run_dirs (those with a jobs.csv)."""
+    return [RunDir(p) for p in map(Path, _split(opts.run_dirs)) if (p / "jobs.csv").is_file()]
 
 
 def _split(value: str | list[str]) -> list[str]:

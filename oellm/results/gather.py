@@ -94,11 +94,13 @@ def _cluster(run: RunDir) -> str | None:
         return None
 
 
-def read_chunk(items: list[tuple[str, str, str | None]]) -> tuple[list[tuple], list[tuple[str, str]]]:
+def read_chunk(items: list[tuple[str, str, str | None]]) -> tuple[list[tuple], list[tuple[str, str]], list[str]]:
     """Parse result files into columns (one tuple per COLUMN: transposed here, in the worker process);
-    an unreadable or non-result file becomes a problem."""
+    an unreadable or non-result file becomes a problem; a shard's result (responses, no metrics yet) only
+    says its row is done."""
     rows: list[tuple] = []
     problems: list[tuple[str, str]] = []
+    shards: list[str] = []
     for path, run, cluster in items:
         try:
             with open(path, "rb") as fh:
@@ -109,11 +111,14 @@ def read_chunk(items: list[tuple[str, str, str | None]]) -> tuple[list[tuple], l
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
             problems.append((path, "not an lm-eval result (no 'results' object)"))
             continue
+        if isinstance(data.get("oellm"), dict) and data["oellm"].get("shard") is not None:
+            shards.append(data["oellm"]["row"]["row_id"])
+            continue
         got = records(data, path, run, cluster)
         if not got:
             problems.append((path, "holds no numeric metric"))
         rows.extend(got)
-    return list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS], problems
+    return list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS], problems, shards
 
 
 _TOP_KEY = re.compile(rb'\n "([^"]*)": ')
@@ -146,7 +151,7 @@ def _loads(raw: bytes) -> Any:
     return json.loads(raw)  # the stdlib also reads the NaN that lm-eval writes for some stderrs (orjson refuses)
 
 
-def _read_all(files: list[tuple[str, str, str | None]], workers: int | None) -> Iterator[tuple[list, list]]:
+def _read_all(files: list[tuple[str, str, str | None]], workers: int | None) -> Iterator[tuple[list, list, list]]:
     workers = workers or min(cpus(), 8)
     if workers < 2 or len(files) < PARALLEL_FROM:
         yield read_chunk(files)
@@ -170,12 +175,14 @@ def collect(paths: list[Path], workers: int | None = None) -> Collected:
     files, runs = find_files(paths)
     cols: list[list] = [[] for _ in COLUMNS]
     problems: list[tuple[str, str]] = []
-    for chunk, p in _read_all(files, workers):
+    shards: list[str] = []
+    for chunk, p, sh in _read_all(files, workers):
         for col, values in zip(cols, chunk, strict=True):
             col.extend(values)
         problems.extend(p)
+        shards.extend(sh)
     df = pd.DataFrame({c: pd.Series(v, dtype=_DTYPES.get(c, "object")) for c, v in zip(COLUMNS, cols, strict=True)})
-    done = set(df["row_id"])
+    done = set(df["row_id"]) | set(shards)
     df, superseded = newest_wins(df)
     return Collected(df, problems, superseded, runs, len(files), done)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from oellm.rundir import JobRef, RunDir, job_ids
+from oellm.rundir import JobRef, RunDir
 from oellm.runs.states import PROBLEMS, REQUEUED, RowState, breakdown, counts, requeued
+from oellm.slurm import job_ids
 
 
 @dataclass

@@ -19,9 +19,10 @@ from oellm.errors import OellmError
 from oellm.executors import for_run
 from oellm.plan.overrides import SlurmOverrides, with_overrides
 from oellm.plan.packing import check_time_limit, plan_submission
-from oellm.rundir import RunDir, task_elements
+from oellm.rundir import RunDir
 from oellm.runs import states as st
 from oellm.runs.view import view
+from oellm.slurm import task_elements
 
 
 @dataclass

@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from oellm.rundir import JobRef, task_elements
+from oellm.rundir import JobRef
+from oellm.slurm import task_elements
 
 # Scheduler states, in SLURM's names (sacct/squeue; other executors report theirs in these), defined once. A job in neither set (UNKNOWN, or a name a newer SLURM adds)
 # is neither running nor finished: callers must not count it as done.

@@ -16,6 +16,7 @@ from typing import Any
 
 from oellm.rows import EvalRow, ModelRef
 from oellm.rundir import utc_now
+from oellm.suites import lm_eval_shard as shard
 from oellm.suites import lm_eval_tasks as tasks
 from oellm.suites.base import RowFailure, on_disk
 
@@ -64,16 +65,39 @@ class LmEvalSuite:
 
     def evaluate(self, model: Any, info: dict[str, Any], row: EvalRow, rows: Sequence[EvalRow],
                  settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """One row; a shard row runs its documents only and returns their recorded responses (see
+        `lm_eval_shard`): its metrics exist only once `merge` has every shard."""
+        if row.num_shards:
+            with shard.recording(model, row.shard or 0, row.num_shards) as responses:
+                out = self._simple_evaluate(model, info["args"], row, rows, settings, info, log_samples=False)
+            return {"results": {}, "n-shot": out.get("n-shot") or {},
+                    "shard": {"shard": row.shard, "num_shards": row.num_shards, "responses": dict(responses)}}, None
+        return self._scored(self._simple_evaluate(model, info["args"], row, rows, settings, info), row)
+
+    def merge(self, row: EvalRow, shards: Sequence[dict[str, Any]], settings: dict[str, Any],
+              model_args: str) -> tuple[dict[str, Any], Any]:
+        """The whole evaluation from its shards: lm-eval replays their responses and scores them once."""
+        from lm_eval.utils import simple_parse_args_string
+
+        replay = shard.replay_lm(shard.merge_responses(list(shards)))
+        info = {"metadata": simple_parse_args_string(model_args), "batch_size": 1, "device": "cpu"}
+        return self._scored(self._simple_evaluate(replay, model_args, row, [row], settings, info), row)
+
+    def _simple_evaluate(self, model: Any, model_args: str, row: EvalRow, rows: Sequence[EvalRow],
+                         settings: dict[str, Any], info: dict[str, Any], log_samples: bool | None = None) -> Any:
         import lm_eval
 
         if self._task_manager is None:  # one index for all rows of the process (milliseconds, not 15 s)
             self._task_manager = tasks.task_manager_for(sorted({r.task for r in rows}),
                                                         list(settings.get("include_paths") or []))
-        out = lm_eval.simple_evaluate(
-            model=model, model_args=info["args"], tasks=[row.task], num_fewshot=row.n_shot,
+        return lm_eval.simple_evaluate(
+            model=model, model_args=model_args, tasks=[row.task], num_fewshot=row.n_shot,
             limit=_limit(row.limit), task_manager=tasks.with_metadata(self._task_manager, info["metadata"]),
-            log_samples=bool(settings.get("log_samples", False)), batch_size=info["batch_size"],
-            device=info["device"], use_cache=None, cache_requests=False)
+            log_samples=bool(settings.get("log_samples", False)) if log_samples is None else log_samples,
+            batch_size=info["batch_size"], device=info["device"], use_cache=None, cache_requests=False)
+
+    @staticmethod
+    def _scored(out: Any, row: EvalRow) -> tuple[dict[str, Any], Any]:
         samples = out.pop("samples", None) if out else None
         if not has_metrics(out):
             raise RowFailure("no_metrics", f"lm-eval finished task {row.task} but reported no metrics")

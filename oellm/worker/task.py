@@ -130,8 +130,10 @@ def _evaluate_row(ctx: _Context, suite: Suite, row: EvalRow, loaded: Once, rows:
         out, samples = suite.evaluate(model, info, row, rows, ctx.settings)
         suite_s = time.perf_counter() - t_eval
         out["oellm"] = _provenance(ctx, row, out, info, started, time.perf_counter() - t0, suite_s)
-        _write_result(ctx.run, row, out, samples)
+        write_result(ctx.run, row, out, samples)
         record("done")
+        if row.num_shards:
+            _merge(ctx, suite, row, info)
         return True
     except Interrupted as e:
         record("interrupted", "interrupted", str(e))
@@ -145,6 +147,17 @@ def _evaluate_row(ctx: _Context, suite: Suite, row: EvalRow, loaded: Once, rows:
         return False
 
 
+def _merge(ctx: _Context, suite: Suite, row: EvalRow, info: dict[str, Any]) -> None:
+    """The last shard to finish merges; a failed merge leaves the shard done (collect-results retries it)."""
+    from oellm.worker.merge import merge_if_complete
+
+    try:
+        merge_if_complete(ctx.run, suite, row, ctx.settings, info["args"], write_result)
+    except Exception as e:  # noqa: BLE001 - the shard itself succeeded
+        log.error("merging the shards of %s failed (%s: %s); `oellm collect-results` merges them later",
+                  row.whole.row_id, type(e).__name__, e)
+
+
 def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str, Any], started: str,
                 wall_s: float, suite_s: float) -> dict[str, Any]:
     """What ran where, with which versions, and how long: stored beside the suite's own output."""
@@ -156,6 +169,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
     uniform = set(shots.values())
     return {"row": {"row_id": row.row_id, "model": row.model, "model_args": row.model_args, "task": row.task,
                     "n_shot": row.n_shot, "limit": row.limit, "step": row.step, "suite": row.suite},
+            **({"shard": row.shard, "num_shards": row.num_shards} if row.num_shards else {}),
             # a task's YAML may fix its shot count whatever was asked: record what was used
             "n_shot_used": shots.get(row.task, uniform.pop() if len(uniform) == 1 else shots),
             "model_revision": info["revision"], "lm_eval_version": version("lm_eval"),
@@ -168,7 +182,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
             "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process", "load_s") if k in info}}
 
 
-def _write_result(run: RunDir, row: EvalRow, out: dict[str, Any], samples: dict[str, list] | None) -> None:
+def write_result(run: RunDir, row: EvalRow, out: dict[str, Any], samples: dict[str, list] | None) -> None:
     """Samples first, then the result (on disk before its rename): a result file means the row is complete."""
     if samples is not None:
         with atomic_open(run.results / f"{row.row_id}.samples.jsonl") as fh:

@@ -1,0 +1,140 @@
+"""Data-parallel shards of one evaluation and their exact merge (real lm-eval on the tiny model, offline):
+each shard builds every request (the unsharded few-shot contexts) but sends only its own documents to the
+model; the last shard replays all responses through lm-eval, which scores them once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oellm.errors import OellmError
+from oellm.plan.packing import pack
+from oellm.plan.request import Request
+from oellm.rows import EvalRow
+from oellm.rundir import read_jobs, write_jobs
+from tests.fixtures_slurm import wait_for_jobs
+
+GEN_TASK = """\
+task: tiny_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Q: {{{{question}}}}\\nA:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 4
+  do_sample: false
+metric_list:
+  - metric: bleu
+    aggregation: bleu
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def oellm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oellm", *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ))
+
+
+def results(root: Path) -> dict[tuple[str, int], dict]:
+    """(task, shots) -> lm-eval's `results` of every scored result file under `root` (shards have none)."""
+    out = {}
+    for p in root.glob("*/results/*.json"):
+        data = json.loads(p.read_text())
+        if data.get("results"):
+            row = data["oellm"]["row"]
+            assert (row["task"], row["n_shot"]) not in out, "an evaluation was scored twice"
+            out[(row["task"], row["n_shot"])] = data["results"]
+    return out
+
+
+@pytest.mark.fast
+def test_shard_rows_are_rows_of_their_own(tmp_path, tiny_model, tiny_tasks):
+    whole = EvalRow(model=str(tiny_model), task="tiny_mc_a", n_shot=2)
+    parts = whole.shards(3)
+    assert [p.shard for p in parts] == [0, 1, 2] and len({p.row_id for p in parts} | {whole.row_id}) == 4
+    assert {p.whole.row_id for p in parts} == {whole.row_id} and whole.shards(1) == [whole]
+    other = EvalRow(model=str(tiny_model), task="tiny_mc_b", n_shot=2).shards(3)
+    packed = pack([*parts, *other], evals_per_task=10)
+    tasks = {(r.task, r.shard): r.task_index for r in packed}
+    assert len({tasks[("tiny_mc_a", k)] for k in range(3)}) == 3  # the shards of one evaluation run in parallel
+    assert tasks[("tiny_mc_a", 1)] == tasks[("tiny_mc_b", 1)]  # the k-th shards of one model share a task
+    write_jobs(tmp_path / "jobs.csv", packed)
+    assert read_jobs(tmp_path / "jobs.csv") == packed
+    with pytest.raises(OellmError, match="--num_shards: must be >= 1"):
+        Request(models=str(tiny_model), tasks="tiny_mc_a", num_shards=0).plan([str(tiny_tasks)])
+
+
+@pytest.mark.e2e
+def test_three_shards_merge_to_exactly_the_unsharded_result(tiny_model, tiny_tasks, tmp_path):
+    """Every metric and stderr, a group's size-weighted mean, and a generate_until task scored with a
+    corpus-level metric (bleu), at 0 and 2 shots."""
+    data = tmp_path / "gen.jsonl"
+    data.write_text("".join(json.dumps({"question": f"what is {i} plus {i}", "answer": f"{2 * i} apples"}) + "\n"
+                            for i in range(10)))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_gen.yaml").write_text(GEN_TASK.format(data=data))
+    common = ["--cluster", "local", "--models", str(tiny_model), "--tasks", "tiny_mc_a,tiny_group,tiny_gen",
+              "--n_shot", "0,2", "--lm_eval_include_path", f"{tiny_tasks},{tasks}"]
+    whole = oellm("schedule-eval", *common, "--output_dir", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    sharded = oellm("schedule-eval", *common, "--output_dir", str(tmp_path / "sharded"), "--num_shards", "3",
+                    "--workers", "2")
+    assert sharded.returncode == 0, sharded.stderr
+    assert "finished: 18 of 18 row(s) done" in sharded.stdout
+    want, got = results(tmp_path / "whole"), results(tmp_path / "sharded")
+    assert len(want) == 6 and got == want  # bit for bit, stderr included
+    assert any("bleu,none" in r["tiny_gen"] for r in got.values() if "tiny_gen" in r)
+    assert "tiny_group" in got[("tiny_group", 2)]
+
+
+@pytest.mark.e2e
+def test_a_missing_shard_keeps_the_evaluation_incomplete_until_it_is_redone(tiny_model, tiny_tasks, tmp_path):
+    args = ["schedule-eval", "--cluster", "local", "--models", str(tiny_model), "--tasks", "tiny_mc_a", "--n_shot",
+            "2", "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "runs"), "--num_shards", "3"]
+    assert oellm(*args).returncode == 0
+    [run] = list((tmp_path / "runs").iterdir())
+    before = results(tmp_path / "runs")
+    rows = read_jobs(run / "jobs.csv")
+    lost = next(r for r in rows if r.shard == 1)
+    (run / "results" / f"{lost.row_id}.json").unlink()
+    (run / "results" / f"{rows[0].whole.row_id}.json").unlink()  # as if the merge never happened
+    check = oellm("collect-results", str(run), "--check", "--format", "none")
+    assert f"{lost.row_id}" in check.stdout and "1 planned evaluation(s) without a result" in check.stdout
+    assert results(tmp_path / "runs") == {}  # two shards are not an evaluation
+    again = oellm(*args)
+    assert again.returncode == 0, again.stderr
+    assert "skipping 2 of 3 row(s) with results already under" in again.stdout  # only the lost shard runs
+    assert results(tmp_path / "runs") == before
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_shards_run_as_parallel_slurm_array_tasks_and_merge(slurm_cluster, container_shim, tiny_model, tiny_tasks,
+                                                            tmp_path, no_job_left_behind):
+    from tests.test_schedule_slurm import clusters_file
+
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--clusters_file", str(clusters_file(tmp_path, "debug")),
+              "--models", str(tiny_model), "--tasks", "tiny_group", "--n_shot", "2", "--lm_eval_include_path",
+              str(tiny_tasks), "--output_dir", str(tmp_path / "runs"), "--num_shards", "3")
+    assert r.returncode == 0, r.stderr
+    assert "-> 3 array task(s)" in r.stdout
+    [run] = list((tmp_path / "runs").iterdir())
+    jobs = [s["job_id"] for s in json.loads((run / "run.json").read_text())["submissions"]]
+    assert set(wait_for_jobs(jobs, timeout=300).values()) == {"COMPLETED"}
+    local = oellm("schedule-eval", "--cluster", "local", "--models", str(tiny_model), "--tasks", "tiny_group",
+                  "--n_shot", "2", "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    assert results(tmp_path / "runs") == results(tmp_path / "local")

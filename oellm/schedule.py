@@ -60,8 +60,10 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     if not req.dry_run:
         executor.check_ready()
         capacity = executor.capacity()
+    skipped = total - len(rows)
+    rows, prediction = advise(req, rows, cluster, root, executor, log)
     plan = RunPlan.build(rows, cluster, req.evals_per_task, capacity.max_array, capacity.queued,
-                         skipped=total - len(rows), dropped=dropped, minutes=fixed_minutes)
+                         skipped=skipped, dropped=dropped, minutes=fixed_minutes)
     root.mkdir(parents=True, exist_ok=True)  # the workers write here: it is bound into the container
     binds = plan_binds(cluster, worker_paths(rows, cluster, includes, root))
     for b in binds.unresolved:
@@ -77,7 +79,8 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
                                             time_minutes=plan.minutes, python=sys.executable, binds=binds,
                                             inherited=inherited_env(cluster, os.environ)))
         write_json(tmp.manifest, {**manifest(req, cluster, executor, includes, plan), "binds": [*binds.site, *binds.paths],
-                                  "model_revisions": proof.revisions, "worker_versions": proof.versions})
+                                  "model_revisions": proof.revisions, "worker_versions": proof.versions,
+                                  "prediction": prediction})
     run = RunDir(final)
     log(summary(run, cluster, executor, plan))
     if req.dry_run:
@@ -97,6 +100,35 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
         log(f"queue limit: {plan.submission.held_back} of {plan.n_tasks} array task(s) not submitted yet; "
             "resubmit them later")
     return run.path
+
+
+def advise(req: Request, rows: list[EvalRow], cluster: ClusterConfig, root: Path, executor: Executor,
+           log: Callable[[str], None]) -> tuple[list[EvalRow], dict | None]:
+    """--num_shards auto: shard by the advisor's choice; a dry run (or a deadline) shows its predictions.
+    Returns the rows to plan and the chosen prediction (recorded in run.json, compared by `status`)."""
+    if "num_shards" in getattr(req, "HIDDEN", ()):  # oellm bench: no shards
+        return rows, None
+    auto = req.shard_count() is None
+    if req.deadline and not auto:
+        raise OellmError("--deadline: give it with --num_shards auto (it picks the shard count that meets it)")
+    if not (auto or req.dry_run):
+        return rows, None
+    from oellm.plan import advisor
+    from oellm.plan.packing import default_evals_per_task
+
+    wholes = list({r.whole.row_id: r.whole for r in rows}.values())
+    hist = advisor.history(root, cluster)
+    parallel = executor.max_parallel({"cluster_config": asdict(cluster)})
+    predictions = advisor.predict(wholes, cluster, hist, req.evals_per_task or default_evals_per_task(cluster),
+                                  parallel)
+    chosen = advisor.choose(predictions, req.deadline) if auto else \
+        next((p for p in predictions if p.num_shards == req.shard_count()), None)
+    unit = "GPU" if cluster.gpus_per_task else "CPU"
+    log("\n".join(advisor.table(predictions, hist, chosen and chosen.num_shards, unit)))
+    if auto and chosen:
+        rows = [s for w in wholes for s in w.shards(chosen.num_shards)]
+    return rows, chosen and {"num_shards": chosen.num_shards, "wall_s": round(chosen.wall_s, 1),
+                             "gpu_hours": round(chosen.gpu_hours, 3), "parallel": parallel}
 
 
 def ensure_cached(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str], binds: Binds,
@@ -145,14 +177,17 @@ def summary(run: RunDir, cluster: ClusterConfig, executor: Executor, plan: RunPl
     models = len({(r.model, r.model_args) for r in rows})
     tasks = len({r.task for r in rows})
     shots = sorted({r.n_shot for r in rows})
+    evaluations = len({r.whole.row_id for r in rows})
+    sharded = sorted({r.num_shards for r in rows if r.num_shards})
     unit = "GPU" if cluster.gpus_per_task else "CPU"
-    hours = len(rows) * cluster.minutes_per_eval / 60 * max(1, cluster.gpus_per_task)
+    hours = evaluations * cluster.minutes_per_eval / 60 * max(1, cluster.gpus_per_task)
     amount = f"{hours:.1f} {unit}-hours" if hours >= 1 else f"{hours * 60:.0f} {unit}-minutes"
     return "\n".join([
         f"run dir:   {run.path}",
         f"cluster:   {cluster.name} ({executor.label})",
         f"rows:      {len(rows)} = {models} model(s) x {tasks} task(s) x shots {','.join(map(str, shots))}"
-        + (f" ({plan.skipped} already done or in flight, skipped)" if plan.skipped else ""),
+        + (f" ({plan.skipped} already done or in flight, skipped)" if plan.skipped else "")
+        + (f"; {evaluations} evaluation(s) in {'/'.join(map(str, sharded))} shards each" if sharded else ""),
         f"packing:   up to {plan.evals_per_task} row(s) of one model per array task -> {plan.n_tasks} array task(s)",
         *executor.describe(plan),
         f"estimate:  {amount} at {cluster.minutes_per_eval} min per evaluation",

@@ -138,3 +138,44 @@ def test_shards_run_as_parallel_slurm_array_tasks_and_merge(slurm_cluster, conta
                   "--n_shot", "2", "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
     assert results(tmp_path / "runs") == results(tmp_path / "local")
+
+
+@pytest.mark.fast
+def test_the_advisor_trades_wall_time_for_gpu_hours():
+    from oellm.clusters import load_clusters
+    from oellm.plan.advisor import History, choose, predict
+
+    cluster = load_clusters()["leonardo"]
+    rows = [EvalRow(model="org/m", task="big", n_shot=0)]
+    hist = History({("big", 0): 3600.0}, overhead_s=600.0, measured=True, shard_fixed_s={("big", 0): 60.0})
+    preds = {p.num_shards: p for p in predict(rows, cluster, hist, evals_per_task=10, parallel=100)}
+    # one shard: 10 min start + 60 min work; 8 shards: 10 + 1 + 59/8 min each, all at once
+    assert preds[1].wall_s == pytest.approx(4200) and preds[8].wall_s == pytest.approx(600 + 60 + 3540 / 8)
+    assert preds[8].gpu_hours == pytest.approx(8 * (600 + 60 + 3540 / 8) / 3600)  # more GPU-hours for less wall
+    assert choose(list(preds.values()), "00:20:00").num_shards == 8  # the smallest K meeting the deadline
+    assert choose(list(preds.values()), "00:30:00").num_shards == 4
+    # the knee: 1 -> 2 -> 4 save more wall time (42%, 36%) than they add GPU-hours (14%, 26%); 8 does not
+    assert choose(list(preds.values()), None).num_shards == 4
+    with pytest.raises(OellmError, match="--deadline 00:05:00: no shard count meets it; the fastest is"):
+        choose(list(preds.values()), "00:05:00")
+    slow = predict(rows, cluster, hist, evals_per_task=10, parallel=2)
+    assert {p.num_shards: p for p in slow}[8].wall_s > {p.num_shards: p for p in slow}[2].wall_s  # queue-bound
+
+
+@pytest.mark.e2e
+def test_auto_shards_follow_history_and_status_compares(tiny_model, tiny_tasks, tmp_path):
+    runs = str(tmp_path / "runs")
+    common = ["schedule-eval", "--cluster", "local", "--models", str(tiny_model), "--tasks", "tiny_mc_a",
+              "--lm_eval_include_path", str(tiny_tasks), "--output_dir", runs]
+    dry = oellm(*common, "--n_shot", "0", "--num_shards", "auto", "--dry_run")
+    assert dry.returncode == 0, dry.stderr
+    assert "predicted from cluster minutes_per_eval (no history yet)" in dry.stdout and "<- chosen" in dry.stdout
+    done = oellm(*common, "--n_shot", "1", "--num_shards", "auto", "--deadline", "01:00:00")
+    assert done.returncode == 0, done.stderr
+    run = max(Path(runs).iterdir())
+    status = oellm("status", str(run))
+    assert "prediction: 1 shard(s)" in status.stdout and "measured wall" in status.stdout, status.stdout
+    later = oellm(*common, "--n_shot", "2", "--num_shards", "auto", "--dry_run")
+    assert "predicted from measured under the output root" in later.stdout
+    bad = oellm(*common, "--n_shot", "2", "--num_shards", "3", "--deadline", "01:00:00", "--dry_run")
+    assert bad.returncode == 2 and "--deadline: give it with --num_shards auto" in bad.stderr

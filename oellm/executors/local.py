@@ -80,7 +80,7 @@ class LocalExecutor:
         return SchedulerView(None)  # the state records are all there is
 
     def max_parallel(self, manifest: dict[str, Any]) -> int:
-        return 1
+        return len(slot_envs(self.workers, visible_gpus(), {}))
 
     def require_control(self, run: RunDir, what: str) -> None:
         raise OellmError(f"{run.path} is a local run: {what} applies to SLURM runs; a local run is stopped with "

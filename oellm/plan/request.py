@@ -82,7 +82,10 @@ class Request(SlurmOverrides, Selection):
             own container (same image, binds and environment) and check the image's oellm and lm-eval
             versions; proofs are remembered, so a repeated sweep pays nothing. --no_preflight skips it.
         num_shards: Split each evaluation over this many array tasks (each runs every Kth document; the
-            last to finish merges them into exactly the unsharded result).
+            last to finish merges them into exactly the unsharded result); "auto": the advisor's choice.
+            A dry run prints the predicted wall time and GPU-hours for 1, 2, 4, 8, ... shards.
+        deadline: With --num_shards auto, the smallest shard count whose predicted wall time is within this
+            (HH:MM:SS); without it, the knee of the curve.
     """
 
     output_dir: Path | None = None
@@ -95,15 +98,25 @@ class Request(SlurmOverrides, Selection):
     download_only: bool = False
     precache: bool = True
     preflight: bool = True
-    num_shards: int | None = None
+    num_shards: int | str | None = None
+    deadline: str | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))  # recorded in run.json; not a flag
 
     def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
+        """Rows, each split into --num_shards shards (`auto`: whole rows, the advisor splits them)."""
         rows, dropped = plan_rows(self, includes)
-        k = 1 if self.num_shards is None else self.num_shards
-        if k < 1:
-            raise OellmError(f"--num_shards: must be >= 1, got {k}")
-        return [s for r in rows for s in r.shards(k)], dropped
+        k = self.shard_count()
+        return ([s for r in rows for s in r.shards(k)] if k else rows), dropped
+
+    def shard_count(self) -> int | None:
+        """--num_shards as a number; None for `auto` (the advisor decides)."""
+        if self.num_shards is None:
+            return 1
+        if str(self.num_shards).strip().lower() == "auto":
+            return None
+        if not str(self.num_shards).strip().isdigit() or int(self.num_shards) < 1:
+            raise OellmError(f"--num_shards: must be >= 1 or auto, got {self.num_shards!r}")
+        return int(self.num_shards)
 
 
 NOT_FLAGS = frozenset({"command_line"})

@@ -22,6 +22,7 @@ class View:
     mean_row_s: float | None
     slurm_warning: str = ""  # SLURM answered in part (sacct did, squeue did not)
     parallel: int = 1  # array tasks that may run at once
+    measured_wall_s: float | None = None  # first row started to last row ended (runs with a prediction)
 
 
 def eta_s(v: View) -> float | None:
@@ -55,6 +56,7 @@ def to_json(v: View, by: str | None) -> dict[str, Any]:
         "cancelled": v.manifest.get("cancelled"), "slurm": v.slurm_note or "ok", "slurm_calls": v.slurm_calls,
         "slurm_warning": v.slurm_warning or None,
         "rows": len(v.states), "counts": counts(v.states), "eta_s": eta_s(v),
+        "prediction": v.manifest.get("prediction"), "measured_wall_s": v.measured_wall_s,
         "requeued": [{"row_id": s.row.row_id, "state": s.state, "reason": s.reason} for s in requeued(v.states)],
         **({"by": by, "breakdown": breakdown(v.states, by)} if by else {}),
         "problems": [{"row_id": s.row.row_id, "model": s.row.model, "task": s.row.task, "n_shot": s.row.n_shot,
@@ -74,6 +76,12 @@ def to_text(v: View, by: str | None, max_problems: int = 50) -> str:
         lines.append(f"warning: {v.slurm_warning}")
     lines.append(f"rows {len(v.states)}: " + ", ".join(f"{k} {n}" for k, n in c.items()))
     lines.append(f"time left: {_fmt_s(eta_s(v))}")
+    p = m.get("prediction")
+    if p:
+        so_far = "" if not any(s.state in ("pending", "running", "unknown") for s in v.states) else " so far"
+        measured = "-" if v.measured_wall_s is None else f"{v.measured_wall_s / 60:.1f} min{so_far}"
+        lines.append(f"prediction: {p['num_shards']} shard(s), wall {p['wall_s'] / 60:.1f} min, "
+                     f"{p['gpu_hours']:.2f} GPU-h; measured wall {measured}")
     again = requeued(v.states)
     if again:
         lines.append(f"{len(again)} row(s) {REQUEUED} after a node failure or preemption: they run again by "

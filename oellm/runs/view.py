@@ -63,7 +63,19 @@ def view(run_dir: Path) -> View:
     subs = manifest.get("submissions") or []
     sched = executor.states(manifest, st.needed_elements(rows, done, subs))
     return View(run, manifest, st.join(rows, done, records, subs, sched.states), sched.note, sched.calls, mean_s,
-                sched.warning, executor.max_parallel(manifest))
+                sched.warning, executor.max_parallel(manifest),
+                _measured_wall(run) if manifest.get("prediction") else None)
+
+
+def _measured_wall(run: RunDir) -> float | None:
+    """First row started to last row ended, from the state records (read only for runs the advisor
+    planned, to compare with its prediction)."""
+    from datetime import datetime
+
+    spans = [(r.get("started"), r.get("ended")) for r in run.read_states().values()]
+    starts = [datetime.fromisoformat(a) for a, _ in spans if a]
+    ends = [datetime.fromisoformat(b) for _, b in spans if b]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else None
 
 
 def show(run_dir: Path, by: str | None, as_json: bool, watch: bool, out: Callable[[str], None] = print) -> View:

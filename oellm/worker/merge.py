@@ -8,6 +8,7 @@ The worker of whichever shard finishes last does it, under a per-evaluation O_EX
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,13 @@ def merge_if_complete(run: RunDir, suite: Any, row: EvalRow, settings: dict[str,
         if run.has_result(whole.row_id):  # another shard's worker merged while we waited
             return False
         shards = [read_json(p)["shard"] for p in found]
+        t0 = time.perf_counter()
         out, samples = suite.merge(whole, shards, settings, model_args)
         out["oellm"] = {"row": {"row_id": whole.row_id, "model": whole.model, "model_args": whole.model_args,
                                 "task": whole.task, "n_shot": whole.n_shot, "limit": whole.limit, "step": whole.step,
                                 "suite": whole.suite},
                         "merged_from": [s.row_id for s in parts], "num_shards": len(parts), "ended": utc_now(),
+                        "merge_s": round(time.perf_counter() - t0, 3),
                         "model_revision": (settings.get("model_revisions") or {}).get(whole.ref.revision_key)}
         write(run, whole, out, samples)
     log.info("merged %d shard(s) of %s | %s | %d-shot into %s", len(parts), whole.model, whole.task, whole.n_shot,

@@ -29,6 +29,20 @@ from oellm.worker.support import Interrupted, JobEnv, LogTail, Once, signals_rai
 log = logging.getLogger("oellm.worker")
 
 
+
+def _process_start() -> float:
+    """When this process started (epoch s): its start-up (interpreter, imports) is part of `process_s`."""
+    try:
+        import psutil  # in the worker's stack (accelerate needs it); else the import of this module
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - only a less exact start-up figure
+        return time.time()
+
+
+PROCESS_T0 = _process_start()
+
+
 def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) -> int:
     """Evaluate the rows of array task `index_offset + index`; return how many failed.
 
@@ -178,6 +192,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
             "slurm_array_task_id": ctx.env.array_task_id, "array_task_id": ctx.index,
             "slurm_restart_count": ctx.env.restart_count, "started": started, "ended": utc_now(),
             "wall_s": round(wall_s, 3), "lm_eval_s": round(suite_s, 3),
+            "process_s": round(time.time() - PROCESS_T0, 3),  # start-up + load + rows so far (the advisor)
             "lm_eval_reported_s": out.get("total_evaluation_time_seconds"),
             "model_load": {k: info[k] for k in ("pid", "started", "seconds", "loads_in_process", "load_s") if k in info}}
 

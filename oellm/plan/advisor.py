@@ -1,0 +1,157 @@
+"""How many shards: predicted wall time and GPU-hours of a sweep for K = 1, 2, 4, 8, ... shards, from
+what earlier runs under the same output root measured (seconds per evaluation of each task and shot
+count, and the fixed cost of an array task: start-up and model load), else the cluster's minutes_per_eval.
+
+Sharding divides an evaluation's compute by K but pays the fixed cost in every shard's array task
+(Evalchemy's Leonardo figures: 8 shards cost 5% more GPU-hours than 1, 128 shards 3.2x): a user with a
+deadline takes the smallest K that meets it, one with a budget the knee of the curve.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oellm.clusters import ClusterConfig, parse_time
+from oellm.errors import OellmError
+from oellm.plan.packing import pack
+from oellm.rows import EvalRow
+from oellm.rundir import read_json
+
+START_S = 20.0  # an array task's start before the model loads (Python, imports); no record measures it
+HISTORY_FILES = 3000  # newest result files read for history: enough for medians, bounded for a login node
+CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class History:
+    seconds: dict[tuple[str, int], float]  # (task, shots) -> median compute seconds of one whole evaluation
+    overhead_s: float  # fixed cost of an array task: start-up and model load
+    measured: bool  # False: nothing earlier under the root, cluster defaults only
+    # what every shard pays in full however small its part: building all requests (the few-shot contexts
+    # of every document) and scoring them; only the rest (the model's work) divides by K
+    shard_fixed_s: dict[tuple[str, int], float] = field(default_factory=dict)
+    merge_s: float = 0.0  # scoring the merged shards once, by the last shard's task
+
+
+@dataclass(frozen=True)
+class Prediction:
+    num_shards: int
+    wall_s: float
+    gpu_hours: float
+
+
+def history(root: Path, cluster: ClusterConfig) -> History:
+    """Medians over the newest result files under `root` (oellm provenance): seconds inside the suite per
+    evaluation; an array task's fixed cost = its process time at its last row minus its rows' suite time;
+    a shard's fixed part from shards of earlier sharded runs (see `shard_fixed_s`)."""
+    try:
+        files = sorted(root.glob("*/results/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        files = []
+    whole: dict[tuple[str, int], list[float]] = {}
+    shards: list[tuple[tuple[str, int], float, int]] = []
+    tasks: dict[tuple, list[float]] = {}  # (run, array task, restart) -> [max process_s, sum of suite s]
+    loads: list[float] = []
+    merges: list[float] = []
+    for path in files[:HISTORY_FILES]:
+        try:
+            prov = read_json(path).get("oellm") or {}
+        except (OSError, ValueError):
+            continue
+        row, secs = prov.get("row") or {}, prov.get("lm_eval_s")
+        if isinstance(prov.get("merge_s"), (int, float)):
+            merges.append(prov["merge_s"])
+        if not isinstance(secs, (int, float)) or row.get("task") is None or "merged_from" in prov:
+            continue
+        key = (row["task"], int(row.get("n_shot") or 0))
+        if prov.get("num_shards"):
+            shards.append((key, secs, int(prov["num_shards"])))
+        else:
+            whole.setdefault(key, []).append(secs)
+        if isinstance(prov.get("process_s"), (int, float)):
+            t = tasks.setdefault((path.parent.parent, prov.get("array_task_id"), prov.get("slurm_restart_count")),
+                                 [0.0, 0.0])
+            t[0], t[1] = max(t[0], prov["process_s"]), t[1] + secs
+        load = (prov.get("model_load") or {}).get("seconds")
+        if isinstance(load, (int, float)):
+            loads.append(load)
+    seconds = {key: statistics.median(v) for key, v in whole.items()}
+    extra: dict[tuple[str, int], list[float]] = {}
+    for key, secs, k in shards:  # a shard's time s = c + (W - c) / k, so c = (k s - W) / (k - 1)
+        if key in seconds and k > 1:
+            extra.setdefault(key, []).append(min(seconds[key], max(0.0, (k * secs - seconds[key]) / (k - 1))))
+    fixed = [p - s for p, s in tasks.values() if p > s]
+    overhead = statistics.median(fixed) if fixed else START_S + (statistics.median(loads) if loads else 0.0)
+    return History(seconds, overhead, bool(seconds), {k: statistics.median(v) for k, v in extra.items()},
+                   statistics.median(merges) if merges else 0.0)
+
+
+def predict(rows: Sequence[EvalRow], cluster: ClusterConfig, hist: History, evals_per_task: int, parallel: int,
+            choices: Sequence[int] = CHOICES) -> list[Prediction]:
+    """For each K: shards packed as the run would pack them; array task time = overhead + its rows' work;
+    wall = longest slot when `parallel` tasks run at once (longest task first); GPU-hours = all task time."""
+    default = cluster.minutes_per_eval * 60
+    by_task: dict[str, list[float]] = {}
+    for (task, _), secs in hist.seconds.items():  # another shot count of the task beats no measurement
+        by_task.setdefault(task, []).append(secs)
+    fallback = {task: statistics.median(v) for task, v in by_task.items()}
+    out = []
+    for k in choices:
+        packed = pack([s for r in rows for s in r.shards(k)], evals_per_task)
+        tasks: dict[int, float] = {}
+        for r in packed:
+            work = hist.seconds.get((r.task, r.n_shot), fallback.get(r.task, default))
+            if r.num_shards:
+                fixed = hist.shard_fixed_s.get((r.task, r.n_shot), 0.0)
+                work = fixed + (work - fixed) / r.num_shards
+            tasks[r.task_index] = tasks.get(r.task_index, hist.overhead_s) + work
+        slots = [0.0] * max(1, min(parallel, len(tasks)))
+        for t in sorted(tasks.values(), reverse=True):
+            heapq.heapreplace(slots, slots[0] + t)
+        merges = hist.merge_s * len({r.whole.row_id for r in packed}) if k > 1 else 0.0  # at the end, by the last
+        out.append(Prediction(k, max(slots) + merges / max(1, parallel),
+                              (sum(tasks.values()) + merges) * max(1, cluster.gpus_per_task) / 3600))
+    return out
+
+
+def choose(predictions: Sequence[Prediction], deadline: str | None) -> Prediction:
+    """The smallest K meeting the deadline; without one, the knee: K doubles while the share of wall time
+    it saves is larger than the share of GPU-hours it adds."""
+    if deadline:
+        limit = parse_time(deadline, "--deadline") * 60
+        meeting = [p for p in predictions if p.wall_s <= limit]
+        if not meeting:
+            best = min(predictions, key=lambda p: p.wall_s)
+            raise OellmError(f"--deadline {deadline}: no shard count meets it; the fastest is {best.num_shards} "
+                             f"shard(s) at {format_s(best.wall_s)} (raise max_running or --workers, or the deadline)")
+        return meeting[0]
+    best = predictions[0]
+    for p in predictions[1:]:
+        saved = 1 - p.wall_s / best.wall_s if best.wall_s else 0.0
+        added = p.gpu_hours / best.gpu_hours - 1 if best.gpu_hours else 0.0
+        if saved <= added:
+            break
+        best = p
+    return best
+
+
+def format_s(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def table(predictions: Sequence[Prediction], hist: History, chosen: int | None, unit: str = "GPU") -> list[str]:
+    source = "measured under the output root" if hist.measured else "cluster minutes_per_eval (no history yet)"
+    known = "" if hist.shard_fixed_s else "; no sharded run yet, so each shard's own fixed part is unknown (0)"
+    lines = [f"shards:    predicted from {source}; per array task {hist.overhead_s:.0f} s fixed{known}"]
+    lines += [f"           K={p.num_shards:<4} wall {format_s(p.wall_s):>9}  {p.gpu_hours:8.2f} {unit}-h"
+              + ("  <- chosen" if p.num_shards == chosen else "") for p in predictions]
+    return lines
+
+
+

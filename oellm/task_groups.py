@@ -19,7 +19,7 @@ from oellm.errors import OellmError
 SHIPPED = Path(__file__).with_name("task-groups.yaml")  # inside the package: the wheel ships it
 # the reference spells suites as their projects do
 SUITE_NAMES = {"lm-eval-harness": "lm_eval", "lm_eval": "lm_eval", "lm-eval": "lm_eval", "lighteval": "lighteval",
-               "bigcodebench": "bigcodebench"}
+               "bigcodebench": "bigcodebench", "bench": "bench"}
 
 
 @dataclass(frozen=True)

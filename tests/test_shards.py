@@ -114,6 +114,10 @@ def test_a_missing_shard_keeps_the_evaluation_incomplete_until_it_is_redone(tiny
     check = oellm("collect-results", str(run), "--check", "--format", "none")
     assert f"{lost.row_id}" in check.stdout and "1 planned evaluation(s) without a result" in check.stdout
     assert results(tmp_path / "runs") == {}  # two shards are not an evaluation
+    from oellm.plan.expand import rows_from_csv
+
+    again_rows = rows_from_csv(run / "missing.csv")  # the whole evaluation again, as its 3 shards
+    assert {r.row_id for r in again_rows} == {r.row_id for r in rows}
     again = oellm(*args)
     assert again.returncode == 0, again.stderr
     assert "skipping 2 of 3 row(s) with results already under" in again.stdout  # only the lost shard runs
@@ -179,3 +183,18 @@ def test_auto_shards_follow_history_and_status_compares(tiny_model, tiny_tasks, 
     assert "predicted from measured under the output root" in later.stdout
     bad = oellm(*common, "--n_shot", "2", "--num_shards", "3", "--deadline", "01:00:00", "--dry_run")
     assert bad.returncode == 2 and "--deadline: give it with --num_shards auto" in bad.stderr
+
+
+@pytest.mark.fast
+def test_an_eval_csv_may_name_the_suite_and_the_shards(tmp_path, tiny_model):
+    from oellm.plan.expand import rows_from_csv
+
+    csv_path = tmp_path / "evals.csv"
+    csv_path.write_text(f"model_path,task_path,n_shot,eval_suite,num_shards\n{tiny_model},tiny_mc_a,0,lm-eval-harness,2\n"
+                        f"{tiny_model},tiny_mc_b,0,,\n")
+    rows = rows_from_csv(csv_path)
+    assert [(r.task, r.shard, r.num_shards, r.suite) for r in rows] == [
+        ("tiny_mc_a", 0, 2, "lm_eval"), ("tiny_mc_a", 1, 2, "lm_eval"), ("tiny_mc_b", None, None, "lm_eval")]
+    csv_path.write_text(f"model_path,task_path,n_shot,num_shards\n{tiny_model},tiny_mc_a,0,0\n")
+    with pytest.raises(OellmError, match="line 2: num_shards '0': must be an integer >= 1"):
+        rows_from_csv(csv_path)

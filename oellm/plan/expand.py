@@ -97,8 +97,9 @@ def expand_model(ref: ModelRef, stride: int = 1, last_n: int | None = None) -> l
     return [ModelRef(str(p), ref.args, step) for step, p in ckpts]
 
 
-def read_eval_csv(path: Path) -> list[tuple[int, ModelRef, str, int]]:
-    """CSV with columns model_path,task_path,n_shot (model args quoted inside model_path) -> (line, ...)."""
+def read_eval_csv(path: Path) -> list[tuple[int, ModelRef, str, int, str, int]]:
+    """CSV with columns model_path,task_path,n_shot (model args quoted inside model_path) and optional
+    eval_suite (the reference oellm's spelling) and num_shards -> (line, model, task, shots, suite, shards)."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -121,7 +122,8 @@ def read_eval_csv(path: Path) -> list[tuple[int, ModelRef, str, int]]:
             shots = parse_shots(rec["n_shot"])
             if len(tasks) != 1 or len(shots) != 1:
                 raise OellmError("task_path and n_shot must each hold one value")
-            out.append((line, models[0], tasks[0], shots[0]))
+            out.append((line, models[0], tasks[0], shots[0], _suite(rec.get("eval_suite")),
+                        _num_shards(rec.get("num_shards"))))
         except OellmError as e:
             errors.append(f"line {line}: {e}")
     if errors:
@@ -144,15 +146,31 @@ def build_rows(models: Sequence[ModelRef], tasks: Sequence[str], shots: Sequence
 def rows_from_csv(path: Path, limit: float | None = None) -> list[EvalRow]:
     """Rows of an eval CSV; a repeated evaluation is an error naming both lines (likely a copy-paste slip)."""
     rows, seen = [], {}
-    for line, spec, task, n in read_eval_csv(path):
+    for line, spec, task, n, suite, k in read_eval_csv(path):
         for m in expand_model(spec):
-            row = EvalRow(model=m.name, model_args=m.args, task=task, n_shot=n, limit=limit, step=m.step)
+            row = EvalRow(model=m.name, model_args=m.args, task=task, n_shot=n, limit=limit, step=m.step, suite=suite)
             if row.identity in seen:
                 raise OellmError(f"{path}: line {line} repeats the evaluation of line {seen[row.identity]} "
                                  f"({spec.name}, {task}, {n}-shot); remove one of them")
             seen[row.identity] = line
-            rows.append(row)
+            rows.extend(row.shards(k))
     return rows
+
+
+def _suite(value: str | None) -> str:
+    from oellm.task_groups import SUITE_NAMES
+
+    name = (value or "").strip() or "lm_eval"
+    if name not in SUITE_NAMES:
+        raise OellmError(f"eval_suite {name!r}: known: {', '.join(SUITE_NAMES)}")
+    return SUITE_NAMES[name]
+
+
+def _num_shards(value: str | None) -> int:
+    text = (value or "").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise OellmError(f"num_shards {value!r}: must be an integer >= 1")
+    return int(text)
 
 
 def dedupe(rows: Iterable[EvalRow]) -> tuple[list[EvalRow], int]:

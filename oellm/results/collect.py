@@ -121,12 +121,15 @@ def missing_rows(got: Collected) -> dict[Path, list[EvalRow]]:
 
 
 def write_missing(path: Path, rows: list[EvalRow]) -> None:
-    """The --eval_csv_path format: model_path (model args quoted inside it), task_path, n_shot."""
+    """The --eval_csv_path format: model_path (model args quoted inside it), task_path, n_shot, eval_suite,
+    num_shards; a missing shard is its whole evaluation again (planning skips the shards already done)."""
+    wholes = {(r.whole.row_id): r for r in rows}
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["model_path", "task_path", "n_shot"])
-        for r in rows:
-            w.writerow([f"{r.model},{r.model_args}" if r.model_args else r.model, r.task, r.n_shot])
+        w.writerow(["model_path", "task_path", "n_shot", "eval_suite", "num_shards"])
+        for r in wholes.values():
+            w.writerow([f"{r.model},{r.model_args}" if r.model_args else r.model, r.task, r.n_shot, r.suite,
+                        r.num_shards or 1])
 
 
 def _check(got: Collected) -> None:

@@ -47,7 +47,7 @@ class Prediction:
 def history(root: Path, cluster: ClusterConfig) -> History:
     """Medians over the newest result files under `root` (oellm provenance): seconds inside the suite per
     evaluation; an array task's fixed cost = its process time at its last row minus its rows' suite time;
-    a shard's fixed part from shards of earlier sharded runs (see `shard_fixed_s`)."""
+    a shard's fixed part from unsharded evaluations (suite time minus model time) and earlier shards."""
     try:
         files = sorted(root.glob("*/results/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
@@ -57,11 +57,13 @@ def history(root: Path, cluster: ClusterConfig) -> History:
     tasks: dict[tuple, list[float]] = {}  # (run, array task, restart) -> [max process_s, sum of suite s]
     loads: list[float] = []
     merges: list[float] = []
+    fixed_parts: dict[tuple[str, int], list[float]] = {}
     for path in files[:HISTORY_FILES]:
         try:
-            prov = read_json(path).get("oellm") or {}
+            data = read_json(path)
         except (OSError, ValueError):
             continue
+        prov = data.get("oellm") or {}
         row, secs = prov.get("row") or {}, prov.get("lm_eval_s")
         if isinstance(prov.get("merge_s"), (int, float)):
             merges.append(prov["merge_s"])
@@ -72,6 +74,9 @@ def history(root: Path, cluster: ClusterConfig) -> History:
             shards.append((key, secs, int(prov["num_shards"])))
         else:
             whole.setdefault(key, []).append(secs)
+            model_s = (data.get("timing") or {}).get("model_s")
+            if isinstance(model_s, (int, float)):  # the rest of the suite's time every shard would pay
+                fixed_parts.setdefault(key, []).append(max(0.0, secs - model_s))
         if isinstance(prov.get("process_s"), (int, float)):
             t = tasks.setdefault((path.parent.parent, prov.get("array_task_id"), prov.get("slurm_restart_count")),
                                  [0.0, 0.0])
@@ -80,7 +85,7 @@ def history(root: Path, cluster: ClusterConfig) -> History:
         if isinstance(load, (int, float)):
             loads.append(load)
     seconds = {key: statistics.median(v) for key, v in whole.items()}
-    extra: dict[tuple[str, int], list[float]] = {}
+    extra: dict[tuple[str, int], list[float]] = {k: list(v) for k, v in fixed_parts.items()}
     for key, secs, k in shards:  # a shard's time s = c + (W - c) / k, so c = (k s - W) / (k - 1)
         if key in seconds and k > 1:
             extra.setdefault(key, []).append(min(seconds[key], max(0.0, (k * secs - seconds[key]) / (k - 1))))
@@ -112,9 +117,12 @@ def predict(rows: Sequence[EvalRow], cluster: ClusterConfig, hist: History, eval
         slots = [0.0] * max(1, min(parallel, len(tasks)))
         for t in sorted(tasks.values(), reverse=True):
             heapq.heapreplace(slots, slots[0] + t)
-        merges = hist.merge_s * len({r.whole.row_id for r in packed}) if k > 1 else 0.0  # at the end, by the last
-        out.append(Prediction(k, max(slots) + merges / max(1, parallel),
-                              (sum(tasks.values()) + merges) * max(1, cluster.gpus_per_task) / 3600))
+        # merging replays and scores each evaluation once, after its last shard: without a measured merge,
+        # that costs what a shard pays in full (building and scoring every request)
+        wholes = {r.whole.row_id: r for r in packed}.values() if k > 1 else []
+        merge = [hist.merge_s or hist.shard_fixed_s.get((r.task, r.n_shot), 0.0) for r in wholes]
+        out.append(Prediction(k, max(slots) + sum(merge) / max(1, min(parallel, len(merge))),
+                              (sum(tasks.values()) + sum(merge)) * max(1, cluster.gpus_per_task) / 3600))
     return out
 
 
@@ -147,7 +155,7 @@ def format_s(seconds: float) -> str:
 
 def table(predictions: Sequence[Prediction], hist: History, chosen: int | None, unit: str = "GPU") -> list[str]:
     source = "measured under the output root" if hist.measured else "cluster minutes_per_eval (no history yet)"
-    known = "" if hist.shard_fixed_s else "; no sharded run yet, so each shard's own fixed part is unknown (0)"
+    known = "" if hist.shard_fixed_s else "; what every shard pays in full is not measured yet (0)"
     lines = [f"shards:    predicted from {source}; per array task {hist.overhead_s:.0f} s fixed{known}"]
     lines += [f"           K={p.num_shards:<4} wall {format_s(p.wall_s):>9}  {p.gpu_hours:8.2f} {unit}-h"
               + ("  <- chosen" if p.num_shards == chosen else "") for p in predictions]

@@ -72,7 +72,10 @@ class LmEvalSuite:
                 out = self._simple_evaluate(model, info["args"], row, rows, settings, info, log_samples=False)
             return {"results": {}, "n-shot": out.get("n-shot") or {},
                     "shard": {"shard": row.shard, "num_shards": row.num_shards, "responses": dict(responses)}}, None
-        return self._scored(self._simple_evaluate(model, info["args"], row, rows, settings, info), row)
+        with shard.timing(model) as model_s:
+            out = self._simple_evaluate(model, info["args"], row, rows, settings, info)
+        out["timing"] = {"model_s": round(model_s[0], 3)}  # what shards would divide (oellm.plan.advisor)
+        return self._scored(out, row)
 
     def merge(self, row: EvalRow, shards: Sequence[dict[str, Any]], settings: dict[str, Any],
               model_args: str) -> tuple[dict[str, Any], Any]:

@@ -10,6 +10,7 @@ tasks) exactly as in one unsharded run, because it sees the same responses.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,11 +46,38 @@ def recording(lm: Any, shard: int, num_shards: int) -> Iterator[dict[str, list]]
 
         return only_ours
 
+    kinds = iter(REQUEST_TYPES)  # _patched wraps them in this order
+    with _patched(lm, lambda method: wrap(next(kinds), method)):
+        yield recorded
+
+
+@contextmanager
+def timing(lm: Any) -> Iterator[list[float]]:
+    """Within the block, seconds `lm` spends answering requests accumulate in the yielded list's item: the
+    part of an evaluation that shards divide (the rest, building and scoring requests, every shard pays)."""
+    spent = [0.0]
+
+    def wrap(method: Any) -> Any:
+        def timed(requests: list, *args: Any, **kwargs: Any) -> list:
+            t0 = time.perf_counter()
+            try:
+                return method(requests, *args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        return timed
+
+    with _patched(lm, wrap):
+        yield spent
+
+
+@contextmanager
+def _patched(lm: Any, wrap: Any) -> Iterator[None]:
     saved = {kind: lm.__dict__.get(kind) for kind in REQUEST_TYPES}
     for kind in REQUEST_TYPES:  # instance attributes shadow the class's methods for this block only
-        setattr(lm, kind, wrap(kind, getattr(lm, kind)))
+        setattr(lm, kind, wrap(getattr(lm, kind)))
     try:
-        yield recorded
+        yield
     finally:
         for kind, old in saved.items():
             if old is None:

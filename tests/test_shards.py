@@ -122,6 +122,12 @@ def test_a_missing_shard_keeps_the_evaluation_incomplete_until_it_is_redone(tiny
     assert again.returncode == 0, again.stderr
     assert "skipping 2 of 3 row(s) with results already under" in again.stdout  # only the lost shard runs
     assert results(tmp_path / "runs") == before
+    # a complete set nobody merged (the merging worker crashed): collect-results merges it
+    merged = next(p for p in (tmp_path / "runs").glob("*/results/*.json") if "merged_from" in p.read_text())
+    merged.unlink()
+    col = oellm("collect-results", ",".join(str(p) for p in (tmp_path / "runs").iterdir()), "--format", "none")
+    assert col.returncode == 0 and "merged the shards of" in col.stderr, col.stderr
+    assert results(tmp_path / "runs") == before
 
 
 @pytest.mark.slurm

@@ -27,10 +27,10 @@ def merge_if_complete(run: RunDir, suite: Any, row: EvalRow, settings: dict[str,
     """Merge `row`'s evaluation if every shard has a result and nobody merged it yet; True when merged now."""
     whole = row.whole
     parts = whole.shards(row.num_shards or 1)
-    if run.has_result(whole.row_id) or None in (found := [_shard_result(run, s) for s in parts]):
+    if _result_under_root(run, whole) or None in (found := [_result_under_root(run, s) for s in parts]):
         return False
     with runlock.locked(run.path / f".merge-{whole.row_id}.lock", wait_s=3600):
-        if run.has_result(whole.row_id):  # another shard's worker merged while we waited
+        if _result_under_root(run, whole):  # another shard's worker merged while we waited
             return False
         shards = [read_json(p)["shard"] for p in found]
         t0 = time.perf_counter()
@@ -47,9 +47,9 @@ def merge_if_complete(run: RunDir, suite: Any, row: EvalRow, settings: dict[str,
     return True
 
 
-def _shard_result(run: RunDir, row: EvalRow) -> Path | None:
-    """A shard's result in this run, else in another run under the same root (a re-run of the same command
-    plans only the shards still missing, in a new run dir)."""
+def _result_under_root(run: RunDir, row: EvalRow) -> Path | None:
+    """A row's result in this run, else in another run under the same root (a re-run of the same command
+    plans only the shards still missing, in a new run dir; a merged result there counts too)."""
     if run.has_result(row.row_id):
         return run.result_path(row.row_id)
     for other in sorted(run.path.parent.glob(f"*/results/{row.row_id}.json"), reverse=True):

@@ -30,7 +30,9 @@ def _options_class(fn: Callable[..., None]) -> type | None:
 def _parser():
     from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
-    parser = ArgumentParser(prog="oellm", description="Schedule LLM evaluations on HPC clusters or this machine.")
+    # exit_on_error=False: a bad flag is one line and exit 2, like every other user error (see `main`)
+    parser = ArgumentParser(prog="oellm", description="Schedule LLM evaluations on HPC clusters or this machine.",
+                            exit_on_error=False)
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in COMMANDS.items():
         doc = inspect.getdoc(fn) or ""
@@ -38,7 +40,7 @@ def _parser():
         params = inspect.signature(source).parameters
         hidden = getattr(source, "HIDDEN", frozenset())  # a base's fields that mean nothing to this command
         flags = [p for p, v in params.items() if v.annotation in (bool, "bool") and p not in hidden]
-        sub = ArgumentParser(description=doc.split("\n\nArgs:")[0])
+        sub = ArgumentParser(description=doc.split("\n\nArgs:")[0], exit_on_error=False)
         sub.add_argument("--config", action=ActionConfigFile, help="A YAML/JSON file with any of these options.")
         if source is fn:
             sub.add_function_arguments(fn, skip=set(flags), as_positional=False)
@@ -96,10 +98,18 @@ def _appended(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import ArgumentError
+
     from oellm.errors import OellmError
 
     parser = _parser()
-    cfg = parser.parse_args(_appended(_positional(list(sys.argv[1:] if argv is None else argv))))
+    args = _appended(_positional(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        cfg = parser.parse_args(args)
+    except ArgumentError as e:
+        where = f"oellm {args[0]} --help" if args and args[0] in COMMANDS else "oellm --help"
+        print(f"oellm: error: {' '.join(str(e).split())} ({where} lists the options)", file=sys.stderr)
+        sys.exit(2)
     name = cfg.command
     kwargs = {k: v for k, v in cfg[name].as_dict().items() if k != "config" and not k.startswith("__")}
     fn = COMMANDS[name]

@@ -272,7 +272,7 @@ def test_missing_csv_round_trips_model_args_and_limits(tmp_path: Path) -> None:
     assert [r.row_id for r in todo] == [planned[0].row_id, planned[2].row_id, planned[3].row_id]
     path = tmp_path / "m.csv"
     write_missing(path, [todo[0], todo[2]])
-    assert path.read_text().splitlines()[1] == '"org/a,revision=x",t1,0'
+    assert path.read_text().splitlines()[1] == '"org/a,revision=x",t1,0,lm_eval,1'
     assert [r.row_id for r in rows_from_csv(path)] == [todo[0].row_id, todo[2].row_id]
     collect_results(str(run.path), format="none", check=True)  # two limits: one file each
     assert [r.row_id for r in rows_from_csv(run.path / "missing-limit-10.csv", limit=10)] == [planned[2].row_id]

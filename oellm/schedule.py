@@ -65,7 +65,8 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     plan = RunPlan.build(rows, cluster, req.evals_per_task, capacity.max_array, capacity.queued,
                          skipped=skipped, dropped=dropped, minutes=fixed_minutes)
     root.mkdir(parents=True, exist_ok=True)  # the workers write here: it is bound into the container
-    binds = plan_binds(cluster, worker_paths(rows, cluster, includes, root))
+    # binds only matter inside a container (and finding local data files reads every task's YAML)
+    binds = plan_binds(cluster, worker_paths(rows, cluster, includes, root)) if cluster.container else Binds()
     for b in binds.unresolved:
         log(f"note: bind {b} of cluster {cluster.name} uses a variable not set here; paths under it are bound "
             "separately, and the preflight runs without it")
@@ -116,7 +117,7 @@ def advise(req: Request, rows: list[EvalRow], cluster: ClusterConfig, root: Path
     from oellm.plan import advisor
     from oellm.plan.packing import default_evals_per_task
 
-    wholes = list({r.whole.row_id: r.whole for r in rows}.values())
+    wholes = list({r.whole.row_id: r.whole for r in rows}.values()) if any(r.num_shards for r in rows) else rows
     hist = advisor.history(root, cluster)
     parallel = executor.max_parallel({"cluster_config": asdict(cluster)})
     predictions = advisor.predict(wholes, cluster, hist, req.evals_per_task or default_evals_per_task(cluster),
@@ -177,8 +178,8 @@ def summary(run: RunDir, cluster: ClusterConfig, executor: Executor, plan: RunPl
     models = len({(r.model, r.model_args) for r in rows})
     tasks = len({r.task for r in rows})
     shots = sorted({r.n_shot for r in rows})
-    evaluations = len({r.whole.row_id for r in rows})
     sharded = sorted({r.num_shards for r in rows if r.num_shards})
+    evaluations = len({r.whole.row_id for r in rows}) if sharded else len(rows)
     unit = "GPU" if cluster.gpus_per_task else "CPU"
     hours = evaluations * cluster.minutes_per_eval / 60 * max(1, cluster.gpus_per_task)
     amount = f"{hours:.1f} {unit}-hours" if hours >= 1 else f"{hours * 60:.0f} {unit}-minutes"

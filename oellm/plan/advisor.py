@@ -17,7 +17,6 @@ from pathlib import Path
 
 from oellm.clusters import ClusterConfig, parse_time
 from oellm.errors import OellmError
-from oellm.plan.packing import pack
 from oellm.rows import EvalRow
 from oellm.rundir import read_json
 
@@ -97,33 +96,44 @@ def history(root: Path, cluster: ClusterConfig) -> History:
 
 def predict(rows: Sequence[EvalRow], cluster: ClusterConfig, hist: History, evals_per_task: int, parallel: int,
             choices: Sequence[int] = CHOICES) -> list[Prediction]:
-    """For each K: shards packed as the run would pack them; array task time = overhead + its rows' work;
+    """For each K of whole `rows`: shards packed as the run packs them; array task time = overhead + its rows' work;
     wall = longest slot when `parallel` tasks run at once (longest task first); GPU-hours = all task time."""
     default = cluster.minutes_per_eval * 60
     by_task: dict[str, list[float]] = {}
     for (task, _), secs in hist.seconds.items():  # another shot count of the task beats no measurement
         by_task.setdefault(task, []).append(secs)
     fallback = {task: statistics.median(v) for task, v in by_task.items()}
+    by_model: dict[tuple[str, str], list[EvalRow]] = {}
+    for r in rows:  # packing's grouping (pack): one model's rows, evals_per_task to an array task
+        by_model.setdefault((r.model, r.model_args), []).append(r)
     out = []
     for k in choices:
-        packed = pack([s for r in rows for s in r.shards(k)], evals_per_task)
-        tasks: dict[int, float] = {}
-        for r in packed:
-            work = hist.seconds.get((r.task, r.n_shot), fallback.get(r.task, default))
-            if r.num_shards:
-                fixed = hist.shard_fixed_s.get((r.task, r.n_shot), 0.0)
-                work = fixed + (work - fixed) / r.num_shards
-            tasks[r.task_index] = tasks.get(r.task_index, hist.overhead_s) + work
+        # the k-th shards of a model pack alike for every k: work out one set of array tasks, count it k times
+        # (never 128 x 100k shard rows for a dry run)
+        work = {key: _work(key, k, hist, fallback, default) for key in {(r.task, r.n_shot) for r in rows}}
+        one: list[float] = []
+        for group in by_model.values():
+            for start in range(0, len(group), evals_per_task):
+                one.append(hist.overhead_s + sum(work[r.task, r.n_shot] for r in group[start:start + evals_per_task]))
+        tasks = one * k
         slots = [0.0] * max(1, min(parallel, len(tasks)))
-        for t in sorted(tasks.values(), reverse=True):
+        for t in sorted(tasks, reverse=True):
             heapq.heapreplace(slots, slots[0] + t)
         # merging replays and scores each evaluation once, after its last shard: without a measured merge,
         # that costs what a shard pays in full (building and scoring every request)
-        wholes = {r.whole.row_id: r for r in packed}.values() if k > 1 else []
-        merge = [hist.merge_s or hist.shard_fixed_s.get((r.task, r.n_shot), 0.0) for r in wholes]
+        merge = [hist.merge_s or hist.shard_fixed_s.get((r.task, r.n_shot), 0.0) for r in rows] if k > 1 else []
         out.append(Prediction(k, max(slots) + sum(merge) / max(1, min(parallel, len(merge))),
-                              (sum(tasks.values()) + sum(merge)) * max(1, cluster.gpus_per_task) / 3600))
+                              (sum(tasks) + sum(merge)) * max(1, cluster.gpus_per_task) / 3600))
     return out
+
+
+def _work(key: tuple[str, int], k: int, hist: History, fallback: dict[str, float], default: float) -> float:
+    """Seconds of one shard of a (task, shots) evaluation (of the whole of it when k is 1)."""
+    work = hist.seconds.get(key, fallback.get(key[0], default))
+    if k == 1:
+        return work
+    fixed = hist.shard_fixed_s.get(key, 0.0)
+    return fixed + (work - fixed) / k
 
 
 def choose(predictions: Sequence[Prediction], deadline: str | None) -> Prediction:

@@ -37,6 +37,12 @@ class ContainerConfig:
     gpu_flag: str | None = "--nv"  # --nv (NVIDIA) or --rocm (AMD)
     binds: tuple[str, ...] = ()
     python: str = "python3"  # the interpreter inside the image that has oellm installed
+    # suite -> its own image (lighteval needs transformers<5, bigcodebench ~80 pinned packages); other
+    # suites run in `image`
+    images: dict[str, str] = field(default_factory=dict)
+
+    def image_for(self, suite: str) -> str:
+        return self.images.get(suite, self.image)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,18 @@ class ClusterConfig:
     def max_minutes(self) -> int:
         return parse_time(self.max_time, f"{self.name}.max_time")
 
+    def image_key(self, suite: str) -> str:
+        """The suite, when it runs in an image of its own (the script picks that image by it), else ""."""
+        return suite if self.container and suite in self.container.images else ""
+
+    def for_suite(self, suite: str) -> ClusterConfig:
+        """This cluster as the workers of one suite see it: the suite's image in place of the default."""
+        if not self.image_key(suite):
+            return self
+        assert self.container is not None
+        return dataclasses.replace(self, container=dataclasses.replace(self.container,
+                                                                       image=self.container.image_for(suite)))
+
 
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
     "partition": (str, type(None)), "account": (str, type(None)), "qos": (str, type(None)),
@@ -79,7 +97,9 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
 }
 _CONTAINER_TYPES: dict[str, tuple[type, ...]] = {
     "runtime": (str,), "image": (str,), "gpu_flag": (str, type(None)), "python": (str,), "binds": (list,),
+    "images": (dict,),
 }
+SUITE_KEY = re.compile(r"^[a-z][a-z0-9_]*$")  # a suite's name, which the script matches in a `case`
 
 
 def parse_time(value: str, where: str) -> int:
@@ -178,6 +198,13 @@ def _build_container(where: str, data: Any) -> ContainerConfig:
     _check_keys(where, data, list(_CONTAINER_TYPES))
     for key, value in data.items():
         _check_type(f"{where}.{key}", value, _CONTAINER_TYPES[key])
+        if key == "images":
+            for suite, image in value.items():
+                if not SUITE_KEY.match(suite):
+                    raise OellmError(f"{where}.images: {suite!r} is not a suite name (lighteval, bigcodebench, ...)")
+                _check_type(f"{where}.images.{suite}", image, (str,))
+                _check_safe(f"{where}.images.{suite}", image)
+            continue
         for i, item in enumerate(value if isinstance(value, list) else [value]):
             if item is not None:
                 _check_type(f"{where}.{key}[{i}]" if isinstance(value, list) else f"{where}.{key}", item, (str,))
@@ -186,7 +213,7 @@ def _build_container(where: str, data: Any) -> ContainerConfig:
         raise OellmError(f"{where}.runtime: {data['runtime']!r} is not supported; use singularity or apptainer")
     if data.get("gpu_flag") not in (None, "--nv", "--rocm"):
         raise OellmError(f"{where}.gpu_flag: {data['gpu_flag']!r}; use --nv (NVIDIA), --rocm (AMD) or null")
-    return ContainerConfig(**{**data, "binds": tuple(data.get("binds", ()))})
+    return ContainerConfig(**{**data, "binds": tuple(data.get("binds", ())), "images": dict(data.get("images", {}))})
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ CACHE_VARS = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "OELLM_CACHE_DIR")
 # ~/.local is on HOME, which the runtime binds: its packages must not shadow the image's.
 IMAGE_ENV = {"PYTHONNOUSERSITE": "1"}
 UNBINDABLE = ":,\n"  # Singularity splits --bind on ':' and ','
+RESULT = "RESULT "  # the prefix of the answer line a command run through the image prints last
 _VAR = re.compile(r"\$(?:(\w+)|\{(\w+)\})")
 
 

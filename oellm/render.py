@@ -73,5 +73,5 @@ def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_m
         offline=[(k, v) for k, v in fixed.items() if k not in cluster.env],
         env=sorted(cluster.env.items()), env_args=" ".join(f'--env "{k}=${{{k}}}"' for k in fixed), container=c, python=python,
         exec_flags=exec_flags(c) if c else [], env_prefix=env_prefix(c) if c else "", node_env=NODE_ENV,
-        site_binds=list(binds.site), path_binds=list(binds.paths),
+        site_binds=list(binds.site), path_binds=list(binds.paths), images=sorted(c.images.items()) if c else [],
     )

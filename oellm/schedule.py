@@ -26,6 +26,7 @@ from oellm.plan.request import Request, include_paths, output_root
 from oellm.render import render_sbatch
 from oellm.rows import EvalRow
 from oellm.rundir import RunDir, creating, existing_results, new_run_stamp, write_jobs, write_json
+from oellm.suites import ask_images_of
 
 
 def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
@@ -34,6 +35,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     fixed_minutes = check_time_limit(req.time_limit, cluster) if req.time_limit else None
     executor = for_cluster(cluster, req.workers)
     includes = include_paths(req)
+    ask_images_of(cluster)
     rows, dropped = req.plan(includes)
     root = output_root(req.output_dir, cluster)
     total = len(rows)

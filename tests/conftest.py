@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_slurm", "tests.fixtures_hub"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_slurm", "tests.fixtures_hub", "tests.fixtures_suites"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -66,6 +66,9 @@ def build_tiny_model(dest: Path) -> Path:
     tok.train_from_iterator(_corpus(), trainers.WordLevelTrainer(special_tokens=list(_SPECIALS.values())))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=128, **_SPECIALS)
     fast.save_pretrained(dest)
+    # transformers 5 names its class TokenizersBackend, which transformers 4 (lighteval's stack) cannot load
+    config_file = dest / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"}))
 
     torch.manual_seed(SEED)
     config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2,

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from oellm.cache.paths import dataset_label
+from oellm.container import RESULT
 
 # What a model needs to load besides its weights: config, tokenizer, chat template, remote code.
 SIDE_FILES = ("*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*", "*.jinja", "*.py")
 RETRIES = 3
-RESULT = "RESULT "  # the prefix of the last stdout line in `-` mode
 STALE_S = 3600  # a temp file not written to for an hour belongs to a killed process
 
 
@@ -223,7 +223,7 @@ def versions() -> dict[str, str | None]:
     from importlib.util import find_spec
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("oellm", "lm_eval", "datasets", "transformers", "huggingface_hub", "torch"):
+    for dist in ("oellm", "lm_eval", "datasets", "transformers", "huggingface_hub", "torch", "lighteval", "bigcodebench"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

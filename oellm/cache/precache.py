@@ -75,10 +75,12 @@ def check_local_model(path: str) -> str | None:
 
 
 def local_files(ds: dict) -> list[str]:
-    """The data_files of a dataset read from local files (`dataset_path: json` etc.), else []."""
+    """The data_files of a dataset read from local files (`dataset_path: json` etc.), or its local folder,
+    else []."""
     files = ds["kwargs"].get("data_files") if isinstance(ds["kwargs"], dict) else None
-    if files is None or (ds["path"] not in ("json", "csv", "parquet", "text", "arrow")
-                         and not Path(str(ds["path"])).exists()):
+    if files is None:  # a local data folder (lighteval's train.jsonl/test.jsonl layout) is read as it is
+        return [str(ds["path"])] if Path(str(ds["path"])).expanduser().is_dir() else []
+    if ds["path"] not in ("json", "csv", "parquet", "text", "arrow") and not Path(str(ds["path"])).exists():
         return []
     if isinstance(files, dict):
         files = list(files.values())

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oellm import __version__
-from oellm.cache.fetch import RESULT, versions
+from oellm.cache.fetch import versions
 from oellm.cache.paths import cache_env, dataset_marker, datasets_cache, hub_cache, write_marker
 from oellm.cache.precache import check_local_model, local_files, run_fetch, wanted
 from oellm.clusters import ClusterConfig
-from oellm.container import Binds, plan_binds, preflight_argv
+from oellm.container import RESULT, Binds, plan_binds, preflight_argv
 from oellm.errors import OellmError
 from oellm.offline import OFFLINE_ENV
 from oellm.rows import COMMIT, EvalRow, revision_key
@@ -124,10 +124,29 @@ def _job(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str
 def prove(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str] = (),
           revisions: Mapping[str, str] | None = None, binds: Binds | None = None,
           remember: bool = True) -> Proof:
-    """Load everything the rows need offline, as the workers will. With `remember`, items proven earlier
-    with the same fingerprint are skipped (the pre-cache just checked their files are still there)."""
+    """Load everything the rows need offline, as the workers will: through each image the rows run in (a
+    suite may have its own). With `remember`, items proven earlier with the same fingerprint are skipped
+    (the pre-cache just checked their files are still there)."""
+    groups: dict[str, list[EvalRow]] = {}
+    for r in rows:
+        groups.setdefault(cluster.image_key(r.suite), []).append(r)
+    proofs = [_prove(group, cluster.for_suite(key), key, includes, revisions or {}, binds, remember)
+              for key, group in groups.items()]
+    if not proofs:
+        return Proof()
+    first = proofs[0]
+    for p in proofs[1:]:
+        first.missing += p.missing
+        first.checked += p.checked
+        first.remembered += p.remembered
+        first.seconds += p.seconds
+    return first
+
+
+def _prove(rows: Sequence[EvalRow], cluster: ClusterConfig, suite: str, includes: Sequence[str],
+           revisions: Mapping[str, str], binds: Binds | None, remember: bool) -> Proof:
     start = time.monotonic()
-    job, keys, problems = _job(rows, cluster, includes, revisions or {})
+    job, keys, problems = _job(rows, cluster, includes, revisions)
     if cluster.container and binds is None:
         binds = plan_binds(cluster, worker_paths(rows, cluster, includes))
     fingerprint, run = _invocation(cluster, binds or Binds())
@@ -144,7 +163,7 @@ def prove(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[st
     out = run(job)
     proof.versions = out.get("versions") or {}
     proof.missing += [r["error"] for r in out["results"] if r.get("error")]
-    proof.missing += _version_problems(cluster, proof.versions)
+    proof.missing += _version_problems(cluster, proof.versions, suite)
     proof.checked, proof.remembered = len(job["models"]) + len(job["datasets"]) + len(job["local"]), 0
     if not proof.missing:
         write_marker(store, {"items": sorted(known | keys.keys()), "versions": proof.versions})
@@ -187,11 +206,15 @@ def _run_container(argv: list[str], job: dict, image: str) -> dict:
                      f"{' | '.join(err[-3:]) or 'no output'}; {SKIP}")
 
 
-def _version_problems(cluster: ClusterConfig, v: dict) -> list[str]:
+def _version_problems(cluster: ClusterConfig, v: dict, suite: str = "") -> list[str]:
+    """What the image lacks; `suite`: the suite the image is named for (its package must be there)."""
     if cluster.container is None or not v:
         return []
     image = cluster.container.image
     out = []
+    if suite and not v.get(suite):
+        out.append(f"image {image} (cluster {cluster.name}'s image for {suite}) has no {suite} installed: build it "
+                   f"with `pip install 'oellm[{suite}]'` (containers/README.md)")
     if v.get("oellm") != __version__:
         out.append(f"image {image} has oellm {v.get('oellm')}, this login node {__version__}: rebuild the image "
                    f"from this version (containers/README.md), or install oellm=={v.get('oellm')} here")

@@ -40,9 +40,11 @@ def check_cache(selection: Selection) -> None:
     from oellm.clusters import detect_cluster, load_clusters
     from oellm.errors import OellmError
     from oellm.plan.request import include_paths, plan_rows
+    from oellm.suites import ask_images_of
 
     conf = detect_cluster(load_clusters(selection.clusters_file), selection.cluster)
     includes = include_paths(selection)
+    ask_images_of(conf)
     rows, _ = plan_rows(selection, includes)
     missing = prove(rows, conf, includes, remember=False).missing
     if missing:

@@ -71,10 +71,10 @@ class SlurmExecutor:
         try:
             for chunk in plan.chunks:
                 name = f"oellm-{run.path.name}-{secrets.token_hex(4)}"  # unique: found again after a lost reply
-                job_id = slurm.submit(run.script, array=chunk.array, args=[str(chunk.offset)], options=options,
-                                      name=name)
+                args = [str(chunk.offset), *([chunk.image] if chunk.image else [])]  # the script picks the image
+                job_id = slurm.submit(run.script, array=chunk.array, args=args, options=options, name=name)
                 submitted.append({"job_id": job_id, "offset": chunk.offset, "size": chunk.size, "array": chunk.array,
-                                  "submitted": utc_now(), "job_name": name,
+                                  "submitted": utc_now(), "job_name": name, **({"image": chunk.image} if chunk.image else {}),
                                   **({"options": list(options)} if options else {})})
                 run.log_submission(submitted[-1])
                 log(f"submitted array job {job_id}: tasks {chunk.offset}-{chunk.offset + chunk.size - 1} "

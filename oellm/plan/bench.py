@@ -40,7 +40,7 @@ class Bench(Request):
     """
 
     HIDDEN = frozenset({"tasks", "n_shot", "eval_csv_path", "limit", "lm_eval_include_path", "log_samples",
-                        "task_groups", "task_groups_file", "num_shards",
+                        "task_groups", "task_groups_file", "num_shards", "suite", "lighteval_custom_tasks",
                         "deadline"})
 
     batch_size: str | int | list[int] | None = "1"  # type: ignore[assignment]  # a list here, lm-eval's value there

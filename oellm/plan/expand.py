@@ -13,7 +13,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from oellm.errors import OellmError
-from oellm.rows import CHECKPOINT, HF_ID, EvalRow, ModelRef, has_weights, is_path, normalize_args
+from oellm.rows import (
+    CHECKPOINT,
+    DEFAULT_SUITE,
+    HF_ID,
+    EvalRow,
+    ModelRef,
+    has_weights,
+    is_path,
+    normalize_args,
+)
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.:+-]+$")
 
@@ -134,11 +143,11 @@ def read_eval_csv(path: Path) -> list[tuple[int, ModelRef, str, int, str, int]]:
 
 
 def build_rows(models: Sequence[ModelRef], tasks: Sequence[str], shots: Sequence[int], limit: float | None = None,
-               stride: int = 1, last_n: int | None = None) -> tuple[list[EvalRow], int]:
+               stride: int = 1, last_n: int | None = None, suite: str = DEFAULT_SUITE) -> tuple[list[EvalRow], int]:
     """The model x task x shot product; returns (rows, duplicates dropped)."""
     if stride < 1 or (last_n is not None and last_n < 1):
         raise OellmError("--checkpoint_stride and --last_n_checkpoints must be >= 1")
-    rows = [EvalRow(model=m.name, model_args=m.args, task=t, n_shot=n, limit=limit, step=m.step)
+    rows = [EvalRow(model=m.name, model_args=m.args, task=t, n_shot=n, limit=limit, step=m.step, suite=suite)
             for spec in models for m in expand_model(spec, stride, last_n) for t in tasks for n in shots]
     return dedupe(rows)
 
@@ -158,11 +167,16 @@ def rows_from_csv(path: Path, limit: float | None = None) -> list[EvalRow]:
 
 
 def _suite(value: str | None) -> str:
+    return parse_suite(value, "eval_suite")
+
+
+def parse_suite(value: str | None, what: str = "--suite") -> str:
+    """A suite as users spell it (the reference's `lm-eval-harness` too) -> its name in oellm.suites."""
     from oellm.task_groups import SUITE_NAMES
 
-    name = (value or "").strip() or "lm_eval"
+    name = (value or "").strip() or DEFAULT_SUITE
     if name not in SUITE_NAMES:
-        raise OellmError(f"eval_suite {name!r}: known: {', '.join(SUITE_NAMES)}")
+        raise OellmError(f"{what} {name!r}: known: {', '.join(SUITE_NAMES)}")
     return SUITE_NAMES[name]
 
 

@@ -8,7 +8,7 @@ its offset passed to the worker; the queue limit caps how many tasks are submitt
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from oellm.clusters import ClusterConfig, parse_time
@@ -20,11 +20,13 @@ MIN_TIME_MINUTES = 10
 
 @dataclass(frozen=True)
 class Chunk:
-    """One `sbatch` call: array tasks offset .. offset+size-1, at most `throttle` running at once."""
+    """One `sbatch` call: array tasks offset .. offset+size-1, at most `throttle` running at once; `image`:
+    the suite whose own image they run in (the script's second argument), "" for the cluster's image."""
 
     offset: int
     size: int
     throttle: int
+    image: str = ""
 
     @property
     def array(self) -> str:
@@ -64,7 +66,8 @@ class RunPlan:
         packed = pack(rows, per_task)
         n_tasks = count_tasks(packed)
         return cls(tuple(packed), per_task, n_tasks, minutes or time_limit(cluster, min(per_task, len(packed))),
-                   plan_submission(range(n_tasks), cluster, slurm_max_array, queued_now), skipped, dropped)
+                   plan_submission(range(n_tasks), cluster, slurm_max_array, queued_now, image_keys(packed, cluster)),
+                   skipped, dropped)
 
 
 def default_evals_per_task(cluster: ClusterConfig) -> int:
@@ -73,11 +76,12 @@ def default_evals_per_task(cluster: ClusterConfig) -> int:
 
 
 def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
-    """Assign `task_index`: rows grouped by model (in first-seen order), `evals_per_task` rows per task.
-    Shard k of every evaluation of a model goes with the other k-th shards: shards run in parallel."""
-    by_model: dict[tuple[str, str, int | None], list[EvalRow]] = {}
+    """Assign `task_index`: rows grouped by suite and model (in first-seen order), `evals_per_task` rows per
+    task. Shard k of every evaluation of a model goes with the other k-th shards: shards run in parallel.
+    A task holds one suite: a suite may run in an image of its own."""
+    by_model: dict[tuple[str, str, str, int | None], list[EvalRow]] = {}
     for r in rows:
-        by_model.setdefault((r.model, r.model_args, r.shard), []).append(r)
+        by_model.setdefault((r.suite, r.model, r.model_args, r.shard), []).append(r)
     out, index = [], 0
     for group in by_model.values():
         for start in range(0, len(group), evals_per_task):
@@ -86,6 +90,11 @@ def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
                        for r in group[start:start + evals_per_task])
             index += 1
     return out
+
+
+def image_keys(rows: Sequence[EvalRow], cluster: ClusterConfig) -> dict[int, str]:
+    """Array task -> the suite whose own image it runs in ("" for the cluster's image)."""
+    return {r.task_index: cluster.image_key(r.suite) for r in rows}
 
 
 def count_tasks(rows: Sequence[EvalRow]) -> int:
@@ -107,8 +116,9 @@ def time_limit(cluster: ClusterConfig, evals_in_task: int) -> int:
 
 
 def plan_submission(task_ids: Sequence[int], cluster: ClusterConfig, slurm_max_array: int | None,
-                    queued_now: int) -> SubmitPlan:
-    """Chunks for the given array task ids (contiguous runs), within MaxArraySize and the queue limit.
+                    queued_now: int, images: Mapping[int, str] | None = None) -> SubmitPlan:
+    """Chunks for the given array task ids (contiguous runs of one image), within MaxArraySize and the
+    queue limit.
 
     Array indices must stay below SLURM's MaxArraySize, so a chunk holds at most that many tasks
     (and at most the cluster file's `max_array_size`); each pending element counts against the
@@ -119,22 +129,24 @@ def plan_submission(task_ids: Sequence[int], cluster: ClusterConfig, slurm_max_a
     throttle_cap = max(1, min(cluster.max_running, room or 1))
     chunks: list[Chunk] = []
     left = room
-    for start, length in _runs(sorted(task_ids)):
+    images = images or {}
+    for start, length in _runs(sorted(task_ids), images):
         pos = start
         while pos < start + length and left > 0:
             size = min(size_cap, start + length - pos, left)
-            chunks.append(Chunk(offset=pos, size=size, throttle=min(size, throttle_cap)))
+            chunks.append(Chunk(offset=pos, size=size, throttle=min(size, throttle_cap), image=images.get(pos, "")))
             pos += size
             left -= size
     submitted = sum(c.size for c in chunks)
     return SubmitPlan(chunks=tuple(chunks), n_tasks=len(task_ids), held_back=len(task_ids) - submitted)
 
 
-def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
-    """[0,1,2,5,6] -> [(0, 3), (5, 2)]: contiguous ranges, so a resubmit of scattered tasks stays compact."""
+def _runs(ids: Sequence[int], images: Mapping[int, str]) -> list[tuple[int, int]]:
+    """[0,1,2,5,6] -> [(0, 3), (5, 2)]: contiguous ranges of one image, so a resubmit of scattered tasks
+    stays compact."""
     runs: list[tuple[int, int]] = []
     for i in ids:
-        if runs and runs[-1][0] + runs[-1][1] == i:
+        if runs and runs[-1][0] + runs[-1][1] == i and images.get(i, "") == images.get(runs[-1][0], ""):
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
             runs.append((i, 1))

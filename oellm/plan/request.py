@@ -29,11 +29,16 @@ class Selection:
         models: Comma-separated models: Hugging Face ids (org/name), local model dirs, or training-run dirs
             whose checkpoints (checkpoint-N, step_N, iter_N) are all evaluated. Model args follow their
             model: "org/m,revision=step1000,dtype=float16".
-        tasks: Comma-separated lm-eval task, group or tag names.
+        tasks: Comma-separated task names of --suite: lm-eval tasks, groups or tags (default), or lighteval
+            tasks (arc:challenge, or a superset such as mmlu).
+        suite: The framework that evaluates --tasks: lm_eval (also spelled lm-eval-harness) or lighteval.
+            An eval CSV names it per row (eval_suite column); task groups per group (suite key).
         n_shot: Few-shot counts, e.g. 0 or "0,5".
         eval_csv_path: A CSV with columns model_path,task_path,n_shot instead of --models/--tasks/--n_shot.
         limit: Evaluate only this many samples per task (or this fraction if below 1); for smoke tests.
         lm_eval_include_path: Dirs with custom lm-eval task YAMLs (comma-separated).
+        lighteval_custom_tasks: A Python file of custom lighteval tasks (its TASKS_TABLE), as lighteval's own
+            --custom-tasks.
         cluster: Cluster name from clusters.json (default: detected from the hostname, or $OELLM_CLUSTER;
             "local" runs on this machine).
         clusters_file: Your own clusters JSON, merged over the shipped one (default: $OELLM_CLUSTERS_FILE).
@@ -47,10 +52,12 @@ class Selection:
 
     models: str | list[str] | None = None
     tasks: str | list[str] | None = None
+    suite: str = "lm_eval"
     n_shot: int | str | list[int] = 0
     eval_csv_path: Path | None = None
     limit: float | None = None
     lm_eval_include_path: str | list[str] | None = None
+    lighteval_custom_tasks: Path | None = None
     cluster: str | None = None
     clusters_file: Path | None = None
     checkpoint_stride: int = 1
@@ -135,11 +142,16 @@ def output_root(output_dir: Path | None, cluster: ClusterConfig | None) -> Path:
 
 
 def include_paths(sel: Selection) -> list[str]:
+    """The run's task sources, absolute: lm-eval YAML dirs, then the lighteval task file (each suite takes
+    its own kind; the container binds them all)."""
     paths = [Path(p).expanduser().resolve() for p in ex.split_list(sel.lm_eval_include_path)]
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
         raise OellmError(f"--lm_eval_include_path: no such directory: {', '.join(missing)}")
-    return [str(p) for p in paths]
+    custom = Path(sel.lighteval_custom_tasks).expanduser().resolve() if sel.lighteval_custom_tasks else None
+    if custom and (not custom.is_file() or custom.suffix != ".py"):
+        raise OellmError(f"--lighteval_custom_tasks: {custom} is not a Python file")
+    return [str(p) for p in paths] + ([str(custom)] if custom else [])
 
 
 def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
@@ -155,32 +167,32 @@ def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], i
             raise OellmError("nothing to evaluate: pass --models and --tasks (and --n_shot) or --task_groups, "
                              "or --eval_csv_path FILE")
         models = ex.parse_models(sel.models)
-        built = [ex.build_rows(models, tasks, shots, limit, sel.checkpoint_stride, sel.last_n_checkpoints)[0]
-                 for tasks, shots in _task_sets(sel)]
+        built = [ex.build_rows(models, tasks, shots, limit, sel.checkpoint_stride, sel.last_n_checkpoints, suite)[0]
+                 for tasks, shots, suite in _task_sets(sel)]
         rows, dropped = ex.dedupe(r for group in built for r in group)
     validate_rows(rows, includes)
     return rows, dropped
 
 
-def _task_sets(sel: Selection) -> list[tuple[list[str], list[int]]]:
-    """(tasks, shots) products: --tasks x --n_shot, and each task group's tasks by their shot counts."""
+def _task_sets(sel: Selection) -> list[tuple[list[str], list[int], str]]:
+    """(tasks, shots, suite) products: --tasks x --n_shot, and each task group's tasks by their shot counts."""
     out = []
     if sel.tasks:
         shots = ex.parse_shots(sel.n_shot)
         if not shots:
             raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
-        out.append((ex.parse_tasks(sel.tasks), shots))
+        out.append((ex.parse_tasks(sel.tasks), shots, ex.parse_suite(sel.suite)))
     if sel.task_groups:
         from oellm.suites import SUITES
         from oellm.task_groups import load_task_groups
 
-        by_shots: dict[tuple[int, ...], list[str]] = {}
+        by_shots: dict[tuple[tuple[int, ...], str], list[str]] = {}
         for t in load_task_groups(sel.task_groups_file).expand(ex.split_list(sel.task_groups)):
-            if t.suite not in SUITES:  # lighteval, bigcodebench: not runnable by this oellm yet
+            if t.suite not in SUITES:
                 raise OellmError(f"--task_groups: task {t.task} is a {t.suite} task; this oellm runs "
-                                 f"{', '.join(sorted(SUITES))} only")
-            by_shots.setdefault(t.n_shots, []).append(t.task)
-        out += [(tasks, list(shots)) for shots, tasks in by_shots.items()]
+                                 f"{', '.join(sorted(SUITES))}")
+            by_shots.setdefault((t.n_shots, t.suite), []).append(t.task)
+        out += [(tasks, list(shots), suite) for (shots, suite), tasks in by_shots.items()]
     return out
 
 

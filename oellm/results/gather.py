@@ -2,7 +2,8 @@
 
 Inputs may be oellm run dirs (`jobs.csv`, `run.json`, `results/<row_id>.json`), folders of result
 JSONs copied from other clusters (any depth, run dirs inside them are recognised), plain lm-eval
-output dirs (`<out>/<model>/results_<ts>.json`) or single result files. Files are parsed with plain
+or lighteval output dirs (`<out>/<model>/results_<ts>.json`), bigcodebench's `*_pass_at_k.json` (both read
+through `oellm.formats`) or single result files. Files are parsed with plain
 `json` into column lists (no pandas per file) and in several processes when there are many, so
 100k files take seconds. Unreadable files are reported with their path, never silently dropped.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm import formats
 from oellm.errors import OellmError
 from oellm.results.records import COLUMNS, IDENTITY, records
 from oellm.rundir import JOBS_CSV, MANIFEST, RunDir
@@ -108,8 +110,12 @@ def read_chunk(items: list[tuple[str, str, str | None]]) -> tuple[list[tuple], l
         except (OSError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError too
             problems.append((path, f"unreadable ({type(e).__name__}: {str(e)[:120]})"))
             continue
+        if isinstance(data, dict) and formats.is_lighteval(data):  # a lighteval output folder copied here
+            data = formats.from_lighteval(data, path)
+        elif isinstance(data, dict) and formats.is_pass_at_k(path):  # bigcodebench's scores
+            data = formats.from_pass_at_k(data, path)
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-            problems.append((path, "not an lm-eval result (no 'results' object)"))
+            problems.append((path, "not an lm-eval, lighteval or bigcodebench result (no 'results' object)"))
             continue
         if isinstance(data.get("oellm"), dict) and data["oellm"].get("shard") is not None:
             shards.append(data["oellm"]["row"]["row_id"])
@@ -123,7 +129,7 @@ def read_chunk(items: list[tuple[str, str, str | None]]) -> tuple[list[tuple], l
 
 _TOP_KEY = re.compile(rb'\n "([^"]*)": ')
 _WANTED = {b"results", b"groups", b"group_subtasks", b"n-shot", b"config", b"date", b"lm_eval_version", b"oellm",
-           b"bench"}
+           b"bench", b"config_general", b"split", b"subset", b"suite"}
 _WANTED_OELLM = {b"results", b"group_subtasks", b"n-shot", b"oellm", b"bench"}  # the provenance has the rest
 _CUTS = tuple(b'\n "%s": ' % k for k in (b"configs", b"versions", b"higher_is_better", b"oellm"))
 

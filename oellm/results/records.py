@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from oellm.rows import EvalRow, ModelRef, checkpoint_step
+from oellm.rows import DEFAULT_SUITE, EvalRow, ModelRef, checkpoint_step
 from oellm.rundir import RunDir, read_json
 
 PREFERRED = ("acc_norm", "acc", "exact_match", "f1", "bleu")
@@ -43,7 +43,8 @@ def score_table(run: RunDir, rows: Sequence[EvalRow]) -> str:
 COLUMNS = ["model", "model_args", "step", "task", "kind", "evaluated", "n_shot", "limit", "metric", "filter", "value",
            "stderr", "row_id", "run", "cluster", "model_revision", "lm_eval_version", "date", "source",
            "suite", "batch_size", "input_tokens", "output_tokens", "backend"]  # the last four: bench rows only
-IDENTITY = ["model", "model_args", "task", "n_shot", "limit", "metric", "filter"]  # step is provenance
+# step is provenance; the suite is identity: lm-eval and lighteval normalise acc_norm differently
+IDENTITY = ["model", "model_args", "task", "n_shot", "limit", "metric", "filter", "suite"]
 
 
 def records(result: dict[str, Any], source: str, run: str, cluster: str | None) -> list[tuple]:
@@ -69,7 +70,7 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
     date = prov.get("ended") or _iso(result.get("date"))
     lm_version = prov.get("lm_eval_version") or result.get("lm_eval_version")
     bench = result.get("bench") or {}
-    suite = row.get("suite") or ("bench" if bench else "lm_eval")
+    suite = row.get("suite") or result.get("suite") or ("bench" if bench else DEFAULT_SUITE)
     extra = (suite, *(bench.get(k) for k in ("batch_size", "input_tokens", "output_tokens", "backend")))
     shots = result.get("n-shot") or {}
     subtasks = {g: subs for g, subs in (result.get("group_subtasks") or {}).items() if subs}
@@ -84,7 +85,7 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
         evaluated = row.get("task") or task  # the task or group the evaluation ran: a group's subtasks differ
         while not row and evaluated in parent:
             evaluated = parent[evaluated]
-        row_id = row.get("row_id") or _row_id(model, args, evaluated, shots.get(evaluated, n_shot), limit)
+        row_id = row.get("row_id") or _row_id(model, args, evaluated, shots.get(evaluated, n_shot), limit, suite)
         kind = "group" if task in groups else "task"
         for key, value in metrics.items():
             name, sep, filt = key.partition(",")
@@ -97,9 +98,9 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
     return out
 
 
-def _row_id(model: str, args: str, task: str, n_shot: int | None, limit: float | None) -> str:
+def _row_id(model: str, args: str, task: str, n_shot: int | None, limit: float | None, suite: str) -> str:
     return EvalRow(model=model, model_args=args, task=task, n_shot=-1 if n_shot is None else n_shot,
-                   limit=limit).row_id
+                   limit=limit, suite=suite).row_id
 
 
 def _iso(epoch: Any) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from oellm.errors import OellmError
 from oellm.results.records import PREFERRED
-from oellm.rows import CHECKPOINT
+from oellm.rows import CHECKPOINT, DEFAULT_SUITE
 
 
 def model_label(model: str, step: Any, args: str = "") -> str:
@@ -46,22 +46,25 @@ def leaderboard(df: Any, metric: str | None = None, task_metrics: dict[str, str]
     if df.empty:
         return df
     df = df.reset_index(drop=True)
-    d = df.assign(key=df["metric"] + "," + df["filter"])
+    # the same task name in two suites (hellaswag in lm-eval and lighteval) is two columns: they score differently
+    suites = df["suite"] if "suite" in df else [None] * len(df)
+    named = [t if s in (None, DEFAULT_SUITE) else f"{t} [{s}]" for t, s in zip(df["task"], suites, strict=True)]
+    d = df.assign(key=df["metric"] + "," + df["filter"], named=named)
     per_task = task_metrics or {}
-    chosen = {t: pick_metric(sorted(set(g["key"])), metric) if metric else
-              pick_metric(sorted(set(g["key"])), per_task.get(t)) or pick_metric(sorted(set(g["key"])))
-              for t, g in d.groupby("task", sort=False)}
-    d = d[d["key"] == d["task"].map(chosen)]
+    chosen = {n: pick_metric(sorted(set(g["key"])), metric) if metric else
+              pick_metric(sorted(set(g["key"])), per_task.get(g["task"].iloc[0])) or pick_metric(sorted(set(g["key"])))
+              for n, g in d.groupby("named", sort=False)}
+    d = d[d["key"] == d["named"].map(chosen)]
     if d.empty:
         available = ", ".join(sorted(set(df["metric"])))
         raise OellmError(f"--metric {metric!r}: no task reports it; available metrics: {available}")
-    multi_shot = d.groupby("task")["n_shot"].nunique() > 1
+    multi_shot = d.groupby("named")["n_shot"].nunique() > 1
     def column(task: str, key: str, n_shot: Any) -> str:
         name, filt = key.split(",", 1)
         return f"{task} {name}" + (f" {n_shot}-shot" if multi_shot[task] else "") + ("" if filt == "none" else f" ({filt})")
 
     d = d.assign(label=[model_label(m, s, a) for m, s, a in zip(d["model"], d["step"], d["model_args"], strict=True)],
-                 column=[column(t, k, n) for t, k, n in zip(d["task"], d["key"], d["n_shot"], strict=True)],
+                 column=[column(t, k, n) for t, k, n in zip(d["named"], d["key"], d["n_shot"], strict=True)],
                  order=d["step"].fillna(-1))
     table = d.pivot_table(index=["label", "order"], columns="column", values="value", aggfunc="first", sort=True)
     table.index = table.index.droplevel("order").rename("model")

@@ -18,8 +18,8 @@ from oellm.clusters import ClusterConfig, format_minutes, parse_time
 from oellm.errors import OellmError
 from oellm.executors import for_run
 from oellm.plan.overrides import SlurmOverrides, with_overrides
-from oellm.plan.packing import check_time_limit, plan_submission
-from oellm.rundir import RunDir
+from oellm.plan.packing import check_time_limit, image_keys, plan_submission
+from oellm.rundir import RunDir, read_jobs
 from oellm.runs import states as st
 from oellm.runs.view import view
 from oellm.slurm import task_elements
@@ -80,8 +80,9 @@ def _resubmit(run: RunDir, opts: Resubmit) -> None:
     capacity = executor.capacity()
     queued = capacity.queued
     plans = []
+    images = image_keys(read_jobs(run.jobs), cluster)  # a suite with an image of its own goes in its own chunks
     for options, tasks in groups.items():
-        plan = plan_submission(tasks, cluster, capacity.max_array, queued)
+        plan = plan_submission(tasks, cluster, capacity.max_array, queued, images)
         queued += plan.submitted
         plans.append((list(options), plan))
         kinds = ", ".join(f"{k} {n}" for k, n in st.counts(s for s in v.states if s.row.task_index in set(tasks))

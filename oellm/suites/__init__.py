@@ -8,18 +8,35 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from importlib.util import find_spec
 
+from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.rows import DEFAULT_SUITE, EvalRow
 from oellm.suites.base import Suite
 
-SUITES = {"lm_eval": "oellm.suites.lm_eval:LmEvalSuite", "bench": "oellm.suites.bench:BenchSuite"}
+SUITES = {"lm_eval": "oellm.suites.lm_eval:LmEvalSuite", "lighteval": "oellm.suites.lighteval:LightevalSuite",
+          "bench": "oellm.suites.bench:BenchSuite"}
+
+
+FRAMEWORKS = {"lighteval": "lighteval"}  # suite -> the package it needs, where not the worker stack's own
+_IMAGES: list[ClusterConfig] = []  # the cluster whose suite images answer for packages missing here
+
+
+def ask_images_of(cluster: ClusterConfig) -> None:
+    """On a login node: a suite whose package is not installed here, but which has an image of its own in
+    `cluster`, answers plan-time questions (task names, datasets) through that image."""
+    _IMAGES[:] = [cluster]
 
 
 def get_suite(name: str = DEFAULT_SUITE) -> Suite:
     """A new instance of the suite called `name`; the worker keeps one per run (it holds the run's task index)."""
     if name not in SUITES:
         raise OellmError(f"unknown evaluation suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
+    if _IMAGES and _IMAGES[0].image_key(name) and name in FRAMEWORKS and find_spec(FRAMEWORKS[name]) is None:
+        from oellm.suites.remote import RemoteSuite
+
+        return RemoteSuite(name, _IMAGES[0])
     module, _, cls = SUITES[name].partition(":")
     return getattr(importlib.import_module(module), cls)()
 

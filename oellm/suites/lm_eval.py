@@ -33,10 +33,10 @@ class LmEvalSuite:
         self._loads = 0  # models loaded by this process: provenance shows each array task loads a model once
 
     def validate(self, names: Sequence[str], include_paths: Sequence[str]) -> None:
-        tasks.validate_tasks(list(names), list(include_paths))
+        tasks.validate_tasks(list(names), yaml_dirs(include_paths))
 
     def datasets(self, names: Sequence[str], include_paths: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        return tasks.task_datasets(list(names), list(include_paths))
+        return tasks.task_datasets(list(names), yaml_dirs(include_paths))
 
     def load(self, ref: ModelRef, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Check the model is on disk (never wait for a network compute nodes lack), then load it once."""
@@ -92,7 +92,7 @@ class LmEvalSuite:
 
         if self._task_manager is None:  # one index for all rows of the process (milliseconds, not 15 s)
             self._task_manager = tasks.task_manager_for(sorted({r.task for r in rows}),
-                                                        list(settings.get("include_paths") or []))
+                                                        yaml_dirs(settings.get("include_paths") or []))
         return lm_eval.simple_evaluate(
             model=model, model_args=model_args, tasks=[row.task], num_fewshot=row.n_shot,
             limit=_limit(row.limit), task_manager=tasks.with_metadata(self._task_manager, info["metadata"]),
@@ -112,6 +112,11 @@ class LmEvalSuite:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def yaml_dirs(sources: Sequence[str]) -> list[str]:
+    """lm-eval's share of a run's task sources: the YAML dirs (lighteval's custom task file is not one)."""
+    return [s for s in sources if not s.endswith(".py")]
 
 
 def has_metrics(out: dict[str, Any] | None) -> bool:

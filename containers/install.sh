@@ -10,6 +10,7 @@
 #   OELLM_SRC        the oellm source tree (default: the folder above this script)
 #   TORCH_SPEC       torch requirement (default: torch==2.13.0)
 #   TORCH_INDEX_URL  wheel index for torch, e.g. https://download.pytorch.org/whl/cu126 (default: PyPI)
+#   OELLM_EXTRAS     oellm's extras (default: worker; a lighteval image: worker,lighteval)
 #
 # Needs PyPI (and TORCH_INDEX_URL when set), nothing else.
 set -euo pipefail
@@ -18,6 +19,7 @@ PYTHON=${1:-${PYTHON:-}}
 OELLM_SRC=${OELLM_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
+OELLM_EXTRAS=${OELLM_EXTRAS:-worker}
 
 step="checking arguments"
 trap 'echo "install.sh: FAILED while ${step} (exit $?)" >&2' ERR
@@ -50,12 +52,12 @@ torch_version=$("$PYTHON" -I -c 'from importlib.metadata import version; print(v
 # Then oellm with its worker extra, holding torch at the build just installed (a constraint, so a
 # dependency that wants another torch fails here rather than silently swapping the GPU build).
 # A real (not editable) install: the image must not depend on the source tree it was built from.
-step="installing oellm[worker] from $OELLM_SRC (torch held at $torch_version)"
+step="installing oellm[$OELLM_EXTRAS] from $OELLM_SRC (torch held at $torch_version)"
 echo "== $step"
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$torch_version" >"$constraints"
-"${pip[@]}" --constraint "$constraints" "${OELLM_SRC}[worker]"
+"${pip[@]}" --constraint "$constraints" "${OELLM_SRC}[${OELLM_EXTRAS}]"
 
 # Verify from outside the source tree (-I: no cwd, PYTHONPATH or user site on sys.path), so that
 # what is checked is the installed copy.

@@ -12,6 +12,7 @@ No network access is needed. Re-running it does nothing if the directory is comp
 
 import argparse
 import importlib.util
+import json
 import shutil
 import sys
 import time
@@ -82,6 +83,10 @@ def main():
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    # transformers 5 names the class TokenizersBackend; this older name loads in 4.x too (lighteval's stack)
+    config_file = tmp / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"},
+                                      indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     size_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6

@@ -68,6 +68,9 @@ def test_user_file_overrides_fields_and_adds_clusters(tmp_path, monkeypatch):
     ({"env": {"HF-HOME": "x"}}, r"mysite.env: 'HF-HOME' is not an environment variable name"),
     ({"max_time": "1:75:00"}, "minutes or seconds of 60 or more"),
     ({"env": {"HF_TOKEN": "hf_x"}}, "mysite.env: HF_TOKEN looks like a secret .* export HF_TOKEN"),
+    ({"container": {"images": {"Light-Eval": "/x.sif"}}}, "mysite.container.images: 'Light-Eval' is not a suite name"),
+    ({"container": {"images": {"lighteval": "$(x).sif"}}}, "mysite.container.images.lighteval: .* a shell would"),
+    ({"container": {"images": ["/x.sif"]}}, r"mysite.container.images: expected dict"),
 ])
 def test_bad_user_file_names_the_field(tmp_path, entry, words):
     with pytest.raises(OellmError, match=words):
@@ -133,3 +136,16 @@ def test_packing_keeps_models_together_and_chunks_respect_limits(tmp_path):
     assert [c.array for c in sub.chunks] == ["0-1%2", "0-1%2", "0-1%2"]
     assert arrays.plan_submission(range(6), cfg, None, queued_now=20).chunks == ()
     assert arrays.time_limit(cfg, 3) == 50 and arrays.time_limit(cfg, 100) == 60
+
+
+def test_a_suite_with_its_own_image_gets_its_own_tasks_and_chunks(tmp_path):
+    cfg = load_clusters(user_file(tmp_path, {"t": {"max_array_size": 10, "container": {
+        "image": "/e.sif", "images": {"lighteval": "/l.sif"}}}}))["t"]
+    rows = [EvalRow("a", "x", 0), EvalRow("a", "y", 0, suite="lighteval"), EvalRow("a", "z", 0),
+            EvalRow("b", "y", 0, suite="lighteval")]
+    packed = arrays.pack(rows, 5)
+    assert {(r.task, r.model, r.task_index) for r in packed} == {("x", "a", 0), ("z", "a", 0), ("y", "a", 1),
+                                                                ("y", "b", 2)}
+    sub = arrays.plan_submission(range(3), cfg, None, 0, arrays.image_keys(packed, cfg))
+    assert [(c.offset, c.size, c.image) for c in sub.chunks] == [(0, 1, ""), (1, 2, "lighteval")]
+    assert cfg.for_suite("lighteval").container.image == "/l.sif" and cfg.for_suite("lm_eval") is cfg

@@ -1,5 +1,6 @@
 """Golden sbatch scripts, one per clusters.json entry: the whole text must match."""
 
+import dataclasses
 import difflib
 import json
 import os
@@ -49,6 +50,18 @@ def test_rendered_script_is_valid_bash(name):
     subprocess.run(["bash", "-n"], input=render(name), text=True, check=True)
 
 
+def test_the_second_argument_picks_a_suite_image(tmp_path):
+    c = CLUSTERS["leonardo"]
+    cfg = dataclasses.replace(c, container=dataclasses.replace(c.container, images={"lighteval": "/p/light eval.sif"}))
+    text = render_sbatch(cfg, run_dir="/r", job_name="j", time_minutes=10, python="python3")
+    head = text.split("# The worker sees")[0].split('OFFSET="${1:-0}"')[1]
+    for arg, image in (("", "<path/to/eval.sif>"), ("lighteval", "/p/light eval.sif"), ("bench", "<path/to/eval.sif>")):
+        out = subprocess.run(["bash", "-c", head + 'printf %s "$IMAGE"', "script", "0", arg], capture_output=True,
+                             text=True, check=True).stdout
+        assert out == image
+    assert '"$IMAGE" \\\n' in text
+
+
 def test_container_flags_per_vendor():
     assert "singularity exec --cleanenv --rocm" in render("lumi")
     assert "singularity exec --cleanenv --nv" in render("leonardo")
@@ -64,8 +77,6 @@ def test_awkward_run_dir_is_quoted():
 
 
 def test_requeue_after_node_failure_is_on_unless_max_requeues_is_0():
-    import dataclasses
-
     from oellm.render import sbatch_flags
 
     on = sbatch_flags(CLUSTERS["leonardo"], 60)

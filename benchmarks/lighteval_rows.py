@@ -1,7 +1,7 @@
 """lighteval rows of one model through oellm's worker (one process, one model load) against one
 `lighteval accelerate` process per row: wall time ratio (target >= 3x) and whether the metrics are equal.
 
-    python benchmarks/lighteval_rows.py [--rows 10] [--docs 100] [--model DIR] [--venv .venvs/lighteval/bin]
+    python benchmarks/lighteval_rows.py [--rows 10] [--docs 100] [--model DIR | --tiny] [--venv .venvs/lighteval/bin]
 
 `--venv`: a venv with `oellm[worker,lighteval]` (the tests build `.venvs/lighteval`). Tasks: `--rows`
 multiple-choice custom tasks (0-shot) of `--docs` documents each. Model: the README example's SmolLM2-135M
@@ -42,13 +42,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10)
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--tiny", action="store_true", help="the tiny test model (loads and scores in milliseconds)")
     ap.add_argument("--venv", type=Path, default=REPO / ".venvs" / "lighteval" / "bin")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oellm-lighteval-bench-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HOME": str(work / "hf"), "TOKENIZERS_PARALLELISM": "false"}
     example = REPO / "examples" / "models" / "smollm2-135m"
-    model = args.model or (example if (example / "config.json").exists() else build_tiny_model(work / "tiny"))
+    model = args.model or (example if (example / "config.json").exists() and not args.tiny
+                           else build_tiny_model(work / "tiny"))
     import random
 
     data = work / "data"

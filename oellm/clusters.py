@@ -37,12 +37,8 @@ class ContainerConfig:
     gpu_flag: str | None = "--nv"  # --nv (NVIDIA) or --rocm (AMD)
     binds: tuple[str, ...] = ()
     python: str = "python3"  # the interpreter inside the image that has oellm installed
-    # suite -> its own image (lighteval needs transformers<5, bigcodebench ~80 pinned packages); other
-    # suites run in `image`
+    # suite -> its own image (lighteval needs transformers<5); the other suites run in `image`
     images: dict[str, str] = field(default_factory=dict)
-
-    def image_for(self, suite: str) -> str:
-        return self.images.get(suite, self.image)
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,7 @@ class ClusterConfig:
             return self
         assert self.container is not None
         return dataclasses.replace(self, container=dataclasses.replace(self.container,
-                                                                       image=self.container.image_for(suite)))
+                                                                       image=self.container.images[suite]))
 
 
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {

@@ -7,6 +7,7 @@ Pure functions of parsed JSON, used twice: by the suites (what the worker writes
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -51,13 +52,20 @@ def is_pass_at_k(path: str) -> bool:
     return path.endswith("_pass_at_k.json")
 
 
-def from_pass_at_k(data: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """bigcodebench's `<samples>_pass_at_k.json` ({"split", "subset", "pass@1", ..., "model"?}): one task
-    named after its split (`complete`, `instruct`, `-hard` for the hard subset), always 0-shot."""
+def from_pass_at_k(data: dict[str, Any], path: str = "", task: str | None = None) -> dict[str, Any]:
+    """bigcodebench's `<samples>_pass_at_k.json` ({"split", "subset", "pass@1", ..., "gt_pass_rate"}): one
+    task named after its split (`complete`, `instruct`; `-hard` for the hard subset), always 0-shot. Keys in
+    the worker's order (collect-results' fast reader); `bigcodebench` keeps the original."""
     split = str(data.get("split") or "complete")
-    task = split + ("-hard" if str(data.get("subset") or "full") == "hard" else "")
+    subset = str(data.get("subset") or "full")
+    task = task or split + ("-hard" if subset == "hard" else "")
     metrics = {f"{k},{FILTER}": float(v) for k, v in data.items()
-               if k.startswith("pass@") and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    model = data.get("model") or "?"
-    return {"results": {task: metrics}, "n-shot": {task: 0}, "suite": "bigcodebench",
-            "config": {"model": "bigcodebench", "model_args": f"pretrained={model}", "limit": None}}
+               if (k.startswith("pass@") or k == "gt_pass_rate") and _finite(v)}  # gt_pass_rate < 1: a poor sandbox
+    config = {"task": task, "split": split, "subset": subset, "calibrated": data.get("calibrated"), "num_fewshot": 0}
+    return {"results": {task: metrics}, "configs": {task: config}, "n-shot": {task: 0}, "suite": "bigcodebench",
+            "config": {"model": "bigcodebench", "model_args": f"pretrained={data.get('model') or '?'}", "limit": None},
+            "bigcodebench": data}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -16,9 +16,17 @@ from pathlib import Path
 import pytest
 
 from oellm.errors import OellmError
+from oellm.formats import from_pass_at_k
 from oellm.rows import EvalRow, ModelRef
 from oellm.suites.base import RowFailure
-from oellm.suites.bigcodebench import BigCodeBenchSuite, data_file, normalise_pass_at_k, score
+from oellm.suites.bigcodebench import (
+    INSTRUCTION_PREFIX,
+    RESPONSE_PREFIX,
+    BigCodeBenchSuite,
+    build_prompt,
+    data_file,
+    score,
+)
 from tests.conftest import missing_part
 
 # bigcodebench --no-deps, plus what its local evaluation imports and runs (matplotlib: reliability_guard
@@ -31,23 +39,27 @@ def _problem(i: int, imports: str, sig: str, doc: str, body: str, tests: list[tu
     """One problem in bigcodebench's schema (the fields `completeness_check` and evaluation read)."""
     code_prompt = f"{imports}\ndef {sig}:\n"
     test = "import unittest\n\n\nclass TestCases(unittest.TestCase):\n" + "".join(
-        f"    def test_{k}(self):\n        self.assertEqual({call}, {want!r})\n" for k, (call, want) in enumerate(tests))
+        f"    def test_{k}(self):\n        self.assertEqual({call}, {want!r})\n"
+        for k, (call, want) in enumerate(tests))
     libs = [imports.split()[1]]
-    return {"task_id": f"BigCodeBench/{i}", "complete_prompt": f'{imports}\n\ndef {sig}:\n    """\n    {doc}\n    """\n',
-            "instruct_prompt": f"{doc}\nYou should write self-contained code starting with:\n```\n{code_prompt}```",
+    doc_struct = {"description": [doc], "notes": [], "params": [], "returns": [], "reqs": libs, "raises": [],
+                  "examples": []}
+    return {"task_id": f"BigCodeBench/{i}",
+            "complete_prompt": f'{imports}\n\ndef {sig}:\n    """\n    {doc}\n    """\n',
+            "instruct_prompt": f"{doc}\nWrite self-contained code starting with:\n```\n{code_prompt}```",
             "canonical_solution": body, "code_prompt": code_prompt, "test": test, "entry_point": "task_func",
-            "doc_struct": json.dumps({"description": [doc], "notes": [], "params": [], "returns": [], "reqs": libs,
-                                      "raises": [], "examples": []}), "libs": repr(libs)}
+            "doc_struct": json.dumps(doc_struct), "libs": repr(libs)}
 
 
 PROBLEMS = [
     _problem(0, "import math", "task_func(a, b)", "Return the sum of a and b.", "    return a + b\n",
              [("task_func(1, 2)", 3), ("task_func(-1, 1)", 0)]),
     _problem(1, "import collections", "task_func(text)", "Count the words of text.",
-             "    return dict(collections.Counter(text.split()))\n", [("task_func('a b a')", {"a": 2, "b": 1})]),
+             "    return dict(collections.Counter(text.split()))\n",
+             [("task_func('a b a')", {"a": 2, "b": 1})]),
     _problem(2, "import itertools", "task_func(n)", "Return the first n Fibonacci numbers.",
-             "    out, a, b = [], 0, 1\n    for _ in range(n):\n        out.append(a)\n        a, b = b, a + b\n"
-             "    return out\n", [("task_func(5)", [0, 1, 1, 2, 3])]),
+             "    out, a, b = [], 0, 1\n    for _ in range(n):\n        out.append(a)\n"
+             "        a, b = b, a + b\n    return out\n", [("task_func(5)", [0, 1, 1, 2, 3])]),
     _problem(3, "import string", "task_func(s)", "Return s reversed.", "    return s[::-1]\n",
              [("task_func('abc')", "cba")]),
 ]
@@ -73,9 +85,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     python = str(venv / "bin" / "python")
     pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
-        subprocess.run([*pip, "--no-deps", "bigcodebench==0.2.5"], check=True, capture_output=True, timeout=300)
-        subprocess.run([*pip, *SANDBOX_PACKAGES], check=True, capture_output=True, timeout=600)
+        for argv in ([sys.executable, "-m", "venv", str(venv)], [*pip, "--no-deps", "bigcodebench==0.2.5"],
+                     [*pip, *SANDBOX_PACKAGES]):
+            subprocess.run(argv, check=True, capture_output=True, timeout=600)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         missing_part(f"bigcodebench sandbox venv (pip install failed: {(e.stderr or b'')[-300:]!r})")
     with pytest.MonkeyPatch.context() as mp:
@@ -94,9 +106,9 @@ def bigcodebench_itself(python: str, samples: list[dict], problems: Path, workdi
     path = workdir / "direct--bigcodebench-complete.jsonl"
     path.write_text("".join(json.dumps(s) + "\n" for s in samples))
     env = {**os.environ, "BIGCODEBENCH_OVERRIDE_PATH": str(problems), "PYTHONPATH": str(stubs)}
-    subprocess.run([python, "-m", "bigcodebench.evaluate", "--split", "complete", "--subset", "full", "--samples",
-                    str(path), "--execution", "local", "--parallel", "2"], env=env, stdin=subprocess.DEVNULL,
-                   capture_output=True, check=True, timeout=300)
+    argv = [python, "-m", "bigcodebench.evaluate", "--split", "complete", "--subset", "full", "--samples",
+            str(path), "--execution", "local", "--parallel", "2"]
+    subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=300)
     return json.loads((workdir / "direct--bigcodebench-complete_pass_at_k.json").read_text())
 
 
@@ -119,14 +131,13 @@ def test_pass_at_k_in_lm_eval_layout_is_collected():
 
     raw = {"pass@1": 0.25, "model": "m", "split": "instruct", "subset": "hard", "calibrated": True,
            "gt_pass_rate": 1.0, "failed_tasks": []}
-    out = normalise_pass_at_k(raw, "instruct-hard")
-    assert out["results"] == {"instruct-hard": {"alias": "instruct-hard", "pass@1,none": 0.25,
-                                                "gt_pass_rate,none": 1.0}}
+    out = from_pass_at_k(raw, task="instruct-hard")
+    assert out["results"] == {"instruct-hard": {"pass@1,none": 0.25, "gt_pass_rate,none": 1.0}}
     assert out["n-shot"] == {"instruct-hard": 0} and out["bigcodebench"] == raw and has_metrics(out)
     assert out["configs"]["instruct-hard"]["subset"] == "hard"
     got = {r[8]: r[10] for r in records(out, "f.json", "run", None)}
     assert got == {"pass@1": 0.25, "gt_pass_rate": 1.0}
-    assert not has_metrics(normalise_pass_at_k({"model": "m"}, "complete"))
+    assert not has_metrics(from_pass_at_k({"model": "m"}, task="complete"))
 
 
 @pytest.mark.fast
@@ -149,19 +160,31 @@ def test_scores_match_bigcodebench_itself(sandbox: str, problems: Path, tmp_path
         theirs = bigcodebench_itself(sandbox, samples, problems, tmp_path / f"theirs{pattern}")
         assert ours["pass@1"] == theirs["pass@1"] == expected, (pattern, ours, theirs)
         assert ours["gt_pass_rate"] == 1.0
-        statuses = json.loads(next((tmp_path / f"ours{pattern}").glob("*_eval_results.json")).read_text())["eval"]
-        assert [statuses[p["task_id"]][0]["status"] for p in PROBLEMS] == ["pass" if r else "fail" for r in pattern]
+        results = next((tmp_path / f"ours{pattern}").glob("*_eval_results.json"))
+        statuses = [json.loads(results.read_text())["eval"][p["task_id"]][0]["status"] for p in PROBLEMS]
+        assert statuses == ["pass" if r else "fail" for r in pattern]
 
 
 @pytest.mark.e2e
 def test_generated_code_runs_outside_this_process(sandbox: str, problems: Path, tmp_path: Path):
     marker = tmp_path / "ran_in_pid"
-    evil = (f"import os\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\nos._exit(0)\n"
+    # exits at import: in this process it would end the test (os._exit works too, but bigcodebench then
+    # waits out its 240 s per-sample limit: its Manager process keeps the child's sentinel open)
+    evil = (f"import os, sys\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\nsys.exit(3)\n"
             "def task_func(a, b):\n    return a + b\n")
     samples = [{"task_id": "BigCodeBench/0", "solution": evil}] + [_solution(p, True) for p in PROBLEMS[1:]]
     out = score(samples, "complete", problems, sandbox, workdir=tmp_path / "w", parallel=2)
     assert out["pass@1"] == 0.75  # the sample that exits scores as a failure; the test process lives on
     assert marker.is_file() and int(marker.read_text()) != os.getpid()
+
+
+@pytest.mark.e2e
+def test_a_sandbox_where_canonical_solutions_fail_is_a_row_failure(sandbox: str, tmp_path: Path):
+    broken = tmp_path / "broken.jsonl"  # as when the sandbox lacks what the problems import
+    broken.write_text(json.dumps({**PROBLEMS[0], "canonical_solution": "    return None\n"}) + "\n")
+    with pytest.raises(RowFailure) as e:
+        score([_solution(PROBLEMS[0], True)], "complete", broken, sandbox, workdir=tmp_path / "w", parallel=1)
+    assert e.value.kind == "sandbox" and "Groundtruth pass rate: 0.000" in str(e.value)
 
 
 @pytest.mark.e2e
@@ -183,7 +206,8 @@ def test_tiny_model_generates_and_is_scored(sandbox: str, problems: Path, tiny_m
     out, samples = suite.evaluate(model, info, row, [row], settings)
     assert out["results"]["complete"]["pass@1,none"] == 0.0 and out["n-shot"] == {"complete": 0}
     assert out["results"]["complete"]["gt_pass_rate,none"] == 1.0
-    assert out["configs"]["complete"]["n_problems"] == 3 and out["configs"]["complete"]["chat_template"] is False
+    config = out["configs"]["complete"]
+    assert config["n_problems"] == 3 and config["chat_template"] is False and config["max_new_tokens"] == 64
     assert [s["task_id"] for s in samples["complete"]] == [p["task_id"] for p in PROBLEMS[:3]]
     for s, p in zip(samples["complete"], PROBLEMS, strict=False):  # a base model continues the raw prompt
         assert s["raw_solution"].startswith(p["complete_prompt"]) and s["status"] != "pass"
@@ -192,4 +216,12 @@ def test_tiny_model_generates_and_is_scored(sandbox: str, problems: Path, tiny_m
     with pytest.raises(RowFailure) as e:
         suite.evaluate(model, info, instruct, [instruct], settings)
     assert e.value.kind == "unsupported"
+    # with a chat template: bigcodebench's prefilled answer, which the model continues after "```python"
+    model.tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}> {{ m.content }}{% endfor %}"
+    out, samples = suite.evaluate(model, info, instruct, [instruct], settings)
+    assert out["results"]["instruct"]["pass@1,none"] == 0.0 and out["configs"]["instruct"]["chat_template"]
+    assert len(samples["instruct"]) == len(PROBLEMS)
+    prompt = build_prompt(PROBLEMS[0], "instruct", model.tokenizer)
+    assert prompt.startswith(f"<user> {INSTRUCTION_PREFIX}\n{PROBLEMS[0]['instruct_prompt'].strip()}\n")
+    assert prompt.endswith(f"<assistant> {RESPONSE_PREFIX}\n```python\n")
     suite.unload()

@@ -21,7 +21,7 @@ CONTAINERS = REPO / "containers"
 INSTALL_SH = CONTAINERS / "install.sh"
 SRC_IN_IMAGE = "/opt/oellm-src"
 # def file -> the pytorch.org wheel index family it must name
-DEFS = {"nvidia.def": "cu", "rocm.def": "rocm", "jupiter.def": "cu", "lighteval.def": "cu"}
+DEFS = {"nvidia.def": "cu", "rocm.def": "rocm", "jupiter.def": "cu", "lighteval.def": "cu", "bigcodebench.def": "cu"}
 # What a wheel build of oellm needs (pyproject: packages = ["oellm"], force-include templates + clusters.json)
 PROJECT_FILES = ["pyproject.toml", "README.md", "oellm", "templates", "clusters.json", "containers/install.sh"]
 

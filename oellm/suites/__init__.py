@@ -16,7 +16,7 @@ from oellm.rows import DEFAULT_SUITE, EvalRow
 from oellm.suites.base import Suite
 
 SUITES = {"lm_eval": "oellm.suites.lm_eval:LmEvalSuite", "lighteval": "oellm.suites.lighteval:LightevalSuite",
-          "bench": "oellm.suites.bench:BenchSuite"}
+          "bigcodebench": "oellm.suites.bigcodebench:BigCodeBenchSuite", "bench": "oellm.suites.bench:BenchSuite"}
 
 
 FRAMEWORKS = {"lighteval": "lighteval"}  # suite -> the package it needs, where not the worker stack's own

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.errors import OellmError
+from oellm.formats import from_pass_at_k
 from oellm.rows import EvalRow, ModelRef
 from oellm.suites.base import RowFailure
 
@@ -44,8 +45,8 @@ EOS = ["<|endoftext|>", "<|endofmask|>", "</s>", "\nif __name__", "\ndef main(",
 DIRECT_EOS = ["\ndef ", "\nclass ", "\nimport ", "\nfrom ", "\nassert "]  # base models (no chat template)
 INSTRUCTION_PREFIX = ("Please provide a self-contained Python script that solves the following problem in a "
                       "markdown code block:")
-RESPONSE_PREFIX = ("Below is a Python script with a self-contained function that solves the problem and passes "
-                   "corresponding tests:")
+RESPONSE_PREFIX = ("Below is a Python script with a self-contained function that solves the problem and "
+                   "passes corresponding tests:")
 _SPLITTER = "-[[]]-this-is-really-our-highest-priority-[[]]-"
 
 
@@ -55,35 +56,17 @@ def split_subset(task: str) -> tuple[str, str]:
     return split, subset or "full"
 
 
-def normalise_pass_at_k(data: dict[str, Any], task: str) -> dict[str, Any]:
-    """A bigcodebench `*_pass_at_k.json` in lm-eval's result layout (keys in the worker's order, which
-    collect-results' fast reader expects); `bigcodebench` keeps the original."""
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    metrics: dict[str, Any] = {"alias": task}
-    metrics.update({f"{k},none": float(v) for k, v in data.items() if k.startswith("pass@") and number(v)})
-    if number(data.get("gt_pass_rate")):  # < 1: the sandbox lacks libraries the problems need
-        metrics["gt_pass_rate,none"] = float(data["gt_pass_rate"])
-    split, subset = split_subset(task)
-    config = {"task": task, "split": data.get("split", split), "subset": data.get("subset", subset),
-              "calibrated": data.get("calibrated"), "num_fewshot": 0, "data_version": DATA_VERSION}
-    return {"results": {task: metrics}, "configs": {task: config}, "versions": {task: DATA_VERSION},
-            "n-shot": {task: 0}, "higher_is_better": {task: {k.split(",")[0]: True for k in metrics if "," in k}},
-            "bigcodebench": data}
-
-
 def data_file(task: str, data: str | None = None) -> Path:
     """The problems jsonl of `task` (see the module docstring), or RowFailure("missing_data")."""
     given = data or os.environ.get("BIGCODEBENCH_OVERRIDE_PATH")
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigcodebench"  # appdirs' choice
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigcodebench"  # as appdirs
     base = Path(given).expanduser() if given else cache
     name = f"BigCodeBench{'-Hard' if split_subset(task)[1] == 'hard' else ''}-{DATA_VERSION}.jsonl"
     path = base / name if base.is_dir() else base
     if not path.is_file():
-        raise RowFailure("missing_data", f"bigcodebench problems for {task} not found at {path}; compute nodes are "
-                         "offline: set `bigcodebench_data` (or BIGCODEBENCH_OVERRIDE_PATH) to the jsonl file, or "
-                         f"a folder with {name}")
+        raise RowFailure("missing_data", f"bigcodebench problems for {task} not found at {path}; compute "
+                         "nodes are offline: set `bigcodebench_data` (or BIGCODEBENCH_OVERRIDE_PATH) to the "
+                         f"jsonl file, or a folder with {name}")
     return path
 
 
@@ -114,9 +97,9 @@ def sandbox_python(settings: dict[str, Any]) -> list[str]:
     return shlex.split(given) if given else [sys.executable]
 
 
-def score(samples: Iterable[dict[str, Any]], task: str, problems: str | Path, python: Sequence[str] | str | None = None,
-          *, workdir: str | Path | None = None, parallel: int | None = None,
-          timeout_s: float = SCORE_TIMEOUT_S) -> dict[str, Any]:
+def score(samples: Iterable[dict[str, Any]], task: str, problems: str | Path,
+          python: Sequence[str] | str | None = None, *, workdir: str | Path | None = None,
+          parallel: int | None = None, timeout_s: float = SCORE_TIMEOUT_S) -> dict[str, Any]:
     """bigcodebench's pass@k of `samples` ({"task_id", and "solution" (whole program), "completion" (appended
     to the prompt) or "raw_solution" (sanitised there, as its codegen does)}) over the problems file, run
     by `python` in a new process group. `workdir` must be fresh (bigcodebench asks before overwriting);
@@ -130,28 +113,33 @@ def score(samples: Iterable[dict[str, Any]], task: str, problems: str | Path, py
     path = work / f"oellm--bigcodebench-{task}.jsonl"  # bigcodebench names the model by the part before "--"
     path.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
     (work / "oellm_score.py").write_text(_SCORER, encoding="utf-8")
-    argv = [*([python] if isinstance(python, str) else python or [sys.executable]), str(work / "oellm_score.py"),
-            str(path), split, subset, str(parallel or max(1, _cpus() // 2))]
-    env = {**os.environ, "BIGCODEBENCH_OVERRIDE_PATH": str(Path(problems).resolve())}
+    command = [python] if isinstance(python, str) else list(python or [sys.executable])
+    argv = [*command, str(work / "oellm_score.py"), str(path), split, subset,
+            str(parallel or max(1, _cpus() // 2))]
+    # no GPU for generated code: TensorFlow in a problem would take the memory the model holds
+    env = {**os.environ, "BIGCODEBENCH_OVERRIDE_PATH": str(Path(problems).resolve()),
+           "CUDA_VISIBLE_DEVICES": ""}
     output = work / "score.log"
     with open(output, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # input() meets EOF, never a wait; one group to kill
+        proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # input(): EOF; one group
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise RowFailure("timeout", f"bigcodebench scoring of {task} ran over {timeout_s:.0f} s") from None
+            raise RowFailure("timeout", f"bigcodebench scoring of {task} ran over {timeout_s:.0f} s") \
+                from None
         finally:
             _kill_group(proc)
     result = path.with_name(path.name.replace(".jsonl", "_pass_at_k.json"))
     tail = output.read_text(errors="replace")[-2000:].strip().replace("\n", " | ")
     if proc.returncode or not result.is_file():
-        raise RowFailure("no_metrics", f"bigcodebench scoring of {task} (`{shlex.join(argv[:-4])}`) exited with "
-                         f"{proc.returncode} and wrote no pass@k: {tail or '(no output)'}")
+        raise RowFailure("no_metrics", f"bigcodebench scoring of {task} (`{shlex.join(command)}`) exited "
+                         f"with {proc.returncode} and wrote no pass@k: {tail or '(no output)'}")
     data = json.loads(result.read_text())
     if data.get("gt_pass_rate") == 0:  # the canonical solutions fail too: every sample would "fail"
-        raise RowFailure("sandbox", f"bigcodebench's own solutions of {task} fail in `{shlex.join(argv[:-4])}`: it "
-                         f"lacks bigcodebench's evaluation requirements (matplotlib at least): {tail}")
+        raise RowFailure("sandbox", f"bigcodebench's own solutions of {task} fail in "
+                         f"`{shlex.join(command)}`: it lacks bigcodebench's evaluation requirements "
+                         f"(matplotlib at least): {tail}")
     if isinstance(data.get("gt_pass_rate"), float) and data["gt_pass_rate"] < 0.99:
         log.warning("bigcodebench %s: only %.3f of its own solutions pass in this sandbox (failed: %s)", task,
                     data["gt_pass_rate"], ", ".join(data.get("failed_tasks") or [])[:500])
@@ -181,11 +169,12 @@ class BigCodeBenchSuite:
     def validate(self, names: Sequence[str], include_paths: Sequence[str]) -> None:
         unknown = [n for n in names if n not in TASKS]
         if unknown:
-            hints = [f"{n!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, TASKS, n=1))
-                     else repr(n) for n in unknown]
+            close = {n: difflib.get_close_matches(n, TASKS, n=1) for n in unknown}
+            hints = [f"{n!r} (did you mean {c[0]!r}?)" if c else repr(n) for n, c in close.items()]
             raise OellmError(f"unknown bigcodebench task(s): {', '.join(hints)}; valid: {', '.join(TASKS)}")
 
-    def datasets(self, names: Sequence[str], include_paths: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    def datasets(self, names: Sequence[str],
+                 include_paths: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         return dict.fromkeys(names)  # a jsonl named by settings, not a Hub dataset the pre-cache can fetch
 
     def load(self, ref: ModelRef, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -203,8 +192,8 @@ class BigCodeBenchSuite:
             raise RowFailure("no_metrics", f"bigcodebench {row.task}: no problems to evaluate")
         direct = getattr(model.tokenizer, "chat_template", None) is None
         if direct and split == "instruct":  # bigcodebench's own rule
-            raise RowFailure("unsupported", f"bigcodebench {row.task} needs a chat template; {row.model} has none "
-                             "(a base model can run `complete`)")
+            raise RowFailure("unsupported", f"bigcodebench {row.task} needs a chat template; {row.model} has "
+                             "none (a base model can run `complete`)")
         max_new = int(settings.get("bigcodebench_max_new_tokens") or MAX_NEW_TOKENS)
         if max_new >= model.max_length:  # lm-eval needs room for the prompt
             max_new = model.max_length // 2
@@ -213,15 +202,16 @@ class BigCodeBenchSuite:
         samples = [{"task_id": p["task_id"], "raw_solution": prompt + text if direct else text}
                    for p, prompt, text in zip(problems, prompts, texts, strict=True)]
         with tempfile.TemporaryDirectory(prefix="oellm-bigcodebench-") as tmp:
-            subset_file = Path(tmp) / "problems.jsonl"  # `limit`: bigcodebench scores every problem of its file
+            subset_file = Path(tmp) / "problems.jsonl"  # `limit`: bigcodebench scores all of its file
             subset_file.write_text("".join(json.dumps(p) + "\n" for p in problems), encoding="utf-8")
             data = score(samples, row.task, subset_file, sandbox_python(settings), workdir=tmp,
                          parallel=settings.get("bigcodebench_parallel"),
                          timeout_s=float(settings.get("bigcodebench_timeout_s") or SCORE_TIMEOUT_S))
-            records = _records(Path(tmp), row.task, samples)
-        out = normalise_pass_at_k(data, row.task)
+            records = _records(Path(tmp), samples)
+        out = from_pass_at_k(data, task=row.task)
+        del out["config"]  # a foreign file's model; the worker's provenance has the row's
         out["configs"][row.task].update(max_new_tokens=max_new, greedy=True, chat_template=not direct,
-                                        limit=row.limit, n_problems=len(problems))
+                                        limit=row.limit, n_problems=len(problems), data_version=DATA_VERSION)
         out["n-samples"] = {row.task: {"original": len(problems), "effective": len(samples)}}
         if not has_metrics(out):
             raise RowFailure("no_metrics", f"bigcodebench scored {row.task} but reported no pass@k: {data}")
@@ -241,7 +231,7 @@ def generate(lm: Any, prompts: Sequence[str], until: list[str], max_new_tokens: 
     return [t.replace("\t", "    ") for t in lm.generate_until(requests)]
 
 
-def _records(work: Path, task: str, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _records(work: Path, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per sample: bigcodebench's status and failing tests beside the raw generation."""
     found = next(work.glob("*_eval_results.json"), None)
     evals = json.loads(found.read_text()).get("eval", {}) if found else {}
@@ -271,7 +261,7 @@ def placeholder(name):
 for name in ("gradio_client", "e2b", "httpx", "datasets", "transformers"):
     if importlib.util.find_spec(name) is None:
         sys.modules[name] = placeholder(name)
-multiprocessing.set_start_method("fork", force=True)  # bigcodebench's pools rely on it (3.14 defaults otherwise)
+multiprocessing.set_start_method("fork", force=True)  # bigcodebench's pools rely on it (3.14: forkserver)
 
 from bigcodebench.data import get_bigcodebench, write_jsonl
 from bigcodebench.data.utils import stream_jsonl

@@ -5,12 +5,13 @@ lighteval needs huggingface_hub < 1 and so transformers < 5, unlike the lm-eval 
 `oellm[lighteval]` is installed (a venv of its own, or the cluster's `container.images.lighteval`).
 Four things lighteval 0.13 does that an offline, shared worker must not, each undone in one place here:
 it downloads a pickle into its own package at import (`_offline_import`), calls `nltk.download` at import
-(`_offline_import`), frees the model after every pipeline (`load`: kept for the model's other rows), and
+(`_offline_import`), deletes the model after every pipeline (`load`: kept for the model's other rows), and
 caches predictions under `cache_dir/<model_name>`, i.e. inside an absolute model path (`_private_cache`).
 """
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import gc
 import logging
@@ -96,7 +97,6 @@ class LightevalSuite:
     def __init__(self) -> None:
         self._loads = 0
         self._cache: str | None = None
-        self._model: Any = None
 
     def validate(self, names: Sequence[str], sources: Sequence[str]) -> None:
         configs = task_configs(sources)
@@ -128,7 +128,9 @@ class LightevalSuite:
         batch = (None if cuda else CPU_BATCH_SIZE) if str(requested) == "auto" else int(requested)
         args = dict(kv.split("=", 1) for kv in ref.args.split(",") if "=" in kv)
         extra = {k: v for k, v in args.items() if k in MODEL_FIELDS}
-        self._cache = tempfile.mkdtemp(prefix="oellm-lighteval-")
+        if self._cache is None:  # this process's predictions only; gone when it exits
+            self._cache = tempfile.mkdtemp(prefix="oellm-lighteval-")
+            atexit.register(shutil.rmtree, self._cache, True)
         _private_cache(tm, self._cache)
         info = {"args": ref.args, "revision": resolved, "device": "cuda" if cuda else "cpu",
                 "gpu": torch.cuda.get_device_name(0) if cuda else None, "batch_size": batch or "auto",
@@ -138,8 +140,8 @@ class LightevalSuite:
         config = tm.TransformersModelConfig(model_name=path, batch_size=batch, device=info["device"],
                                             cache_dir=self._cache, **extra)
         model = load_model(config=config)
-        model.oellm_cleanup, model.cleanup = model.cleanup, lambda: None  # kept for the model's other rows
-        self._model, self._loads = model, self._loads + 1
+        model.cleanup = lambda: None  # lighteval deletes the weights after each pipeline: kept for the other rows
+        self._loads += 1
         info.update(seconds=round(time.perf_counter() - t0, 3), loads_in_process=self._loads)
         return model, info
 
@@ -168,13 +170,12 @@ class LightevalSuite:
         return result, None
 
     def unload(self) -> None:
-        if self._model is not None:
-            self._model.oellm_cleanup()  # lighteval's own: deletes the weights
-            self._model = None
+        """The worker drops the model after its rows (or frees memory after an OOM, keeping it)."""
+        import torch
+
         gc.collect()
-        if self._cache:
-            shutil.rmtree(self._cache, ignore_errors=True)
-            self._cache = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _samples(limit: float | None) -> int | None:

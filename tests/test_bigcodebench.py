@@ -225,3 +225,23 @@ def test_tiny_model_generates_and_is_scored(sandbox: str, problems: Path, tiny_m
     assert prompt.startswith(f"<user> {INSTRUCTION_PREFIX}\n{PROBLEMS[0]['instruct_prompt'].strip()}\n")
     assert prompt.endswith(f"<assistant> {RESPONSE_PREFIX}\n```python\n")
     suite.unload()
+
+
+@pytest.mark.e2e
+def test_schedule_eval_runs_bigcodebench_rows_and_collect_reads_them(sandbox: str, problems: Path, tiny_model: Path,
+                                                                    tmp_path: Path):
+    """As a user runs it: the sandbox and the problems named by environment, the local executor."""
+    env = {**os.environ, "OELLM_BIGCODEBENCH_PYTHON": sandbox, "BIGCODEBENCH_OVERRIDE_PATH": str(problems)}
+    proc = subprocess.run([sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "local", "--models",
+                           str(tiny_model), "--suite", "bigcodebench", "--tasks", "complete", "--limit", "2",
+                           "--output_dir", str(tmp_path / "runs")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    [run] = (tmp_path / "runs").iterdir()
+    [result] = [json.loads(p.read_text()) for p in (run / "results").glob("*.json")]
+    assert result["results"]["complete"] == {"pass@1,none": 0.0, "gt_pass_rate,none": 1.0}
+    assert result["oellm"]["row"]["suite"] == "bigcodebench"
+    assert len(next((run / "results").glob("*.samples.jsonl")).read_text().splitlines()) == 2
+    shown = subprocess.run([sys.executable, "-m", "oellm", "collect-results", str(run)], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and "complete [bigcodebench] pass@1" in shown.stdout, shown.stdout + shown.stderr

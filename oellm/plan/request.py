@@ -183,14 +183,10 @@ def _task_sets(sel: Selection) -> list[tuple[list[str], list[int], str]]:
             raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
         out.append((ex.parse_tasks(sel.tasks), shots, ex.parse_suite(sel.suite)))
     if sel.task_groups:
-        from oellm.suites import SUITES
         from oellm.task_groups import load_task_groups
 
         by_shots: dict[tuple[tuple[int, ...], str], list[str]] = {}
         for t in load_task_groups(sel.task_groups_file).expand(ex.split_list(sel.task_groups)):
-            if t.suite not in SUITES:
-                raise OellmError(f"--task_groups: task {t.task} is a {t.suite} task; this oellm runs "
-                                 f"{', '.join(sorted(SUITES))}")
             by_shots.setdefault((t.n_shots, t.suite), []).append(t.task)
         out += [(tasks, list(shots), suite) for (shots, suite), tasks in by_shots.items()]
     return out

@@ -10,7 +10,7 @@ from typing import Any
 from oellm.rows import DEFAULT_SUITE, EvalRow, ModelRef, checkpoint_step
 from oellm.rundir import RunDir, read_json
 
-PREFERRED = ("acc_norm", "acc", "exact_match", "f1", "bleu")
+PREFERRED = ("acc_norm", "acc", "exact_match", "f1", "bleu", "pass@1")
 
 
 def headline(result: dict[str, Any], task: str) -> tuple[str, float] | None:

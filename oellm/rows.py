@@ -180,8 +180,12 @@ class EvalRow:
         return EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite)
 
     def shards(self, num_shards: int) -> list[EvalRow]:
+        """The rows of its shards; only lm-eval rows shard (their exact merge replays lm-eval's own scoring),
+        other suites' rows stay whole."""
+        if num_shards < 2 or self.suite != DEFAULT_SUITE:
+            return [self]
         return [EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite,
-                        k, num_shards) for k in range(num_shards)] if num_shards > 1 else [self]
+                        k, num_shards) for k in range(num_shards)]
 
     @property
     def ref(self) -> ModelRef:

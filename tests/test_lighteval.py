@@ -205,3 +205,12 @@ def test_lighteval_rows_run_in_their_own_image_on_slurm(slurm_cluster, container
     assert proofs == {str(lighteval_image), str(tmp_path / "eval.sif")}
     workers = [c for c in calls if "worker" in c]
     assert {c[c.index("python3") - 1] for c in workers} == {str(lighteval_image), str(tmp_path / "eval.sif")}
+
+
+@pytest.mark.fast
+def test_only_lm_eval_rows_are_sharded(tiny_model):
+    from oellm.rows import EvalRow
+
+    assert len(EvalRow(str(tiny_model), "t", 0).shards(3)) == 3
+    assert EvalRow(str(tiny_model), "arc:easy", 0, suite="lighteval").shards(3) == [
+        EvalRow(str(tiny_model), "arc:easy", 0, suite="lighteval")]

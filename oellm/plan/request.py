@@ -29,10 +29,11 @@ class Selection:
         models: Comma-separated models: Hugging Face ids (org/name), local model dirs, or training-run dirs
             whose checkpoints (checkpoint-N, step_N, iter_N) are all evaluated. Model args follow their
             model: "org/m,revision=step1000,dtype=float16".
-        tasks: Comma-separated task names of --suite: lm-eval tasks, groups or tags (default), or lighteval
-            tasks (arc:challenge, or a superset such as mmlu).
-        suite: The framework that evaluates --tasks: lm_eval (also spelled lm-eval-harness) or lighteval.
-            An eval CSV names it per row (eval_suite column); task groups per group (suite key).
+        tasks: Comma-separated task names of --suite: lm-eval tasks, groups or tags (default), lighteval
+            tasks (arc:challenge, or a superset such as mmlu), or bigcodebench splits (complete, instruct,
+            complete-hard, instruct-hard).
+        suite: The framework that evaluates --tasks: lm_eval (also spelled lm-eval-harness), lighteval or
+            bigcodebench. An eval CSV names it per row (eval_suite column); task groups per group (suite key).
         n_shot: Few-shot counts, e.g. 0 or "0,5".
         eval_csv_path: A CSV with columns model_path,task_path,n_shot instead of --models/--tasks/--n_shot.
         limit: Evaluate only this many samples per task (or this fraction if below 1); for smoke tests.

@@ -21,6 +21,7 @@ from oellm.plan.request import Selection, plan_rows
 from oellm.results.gather import collect
 from oellm.results.tables import leaderboard
 from oellm.task_groups import SHIPPED, load_task_groups
+from tests.fixtures_suites import TASK_FILE
 
 # lighteval's own CLI, offline: its registry import downloads tinyBenchmarks.pkl (oellm leaves that module out)
 LIGHTEVAL_CLI = ("import sys, types; n = 'lighteval.tasks.tasks.tiny_benchmarks'; "
@@ -125,6 +126,16 @@ def test_without_lighteval_installed_a_lighteval_row_is_one_line(tiny_model, tmp
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e
+def test_a_fractional_limit_on_lighteval_rows_is_refused_at_plan_time(lighteval_venv, lighteval_tasks, tiny_model,
+                                                                     tmp_path):
+    proc = run([str(lighteval_venv / "oellm"), "schedule-eval", "--cluster", "local", "--models", str(tiny_model),
+                "--suite", "lighteval", "--tasks", "tiny_lv_1", "--limit", "0.5", "--lighteval_custom_tasks",
+                str(lighteval_tasks), "--output_dir", str(tmp_path / "runs")])
+    assert proc.returncode == 2 and "--limit: lighteval takes a number of samples per task" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.fast
 def test_a_misspelt_suite_names_the_known_ones(tiny_model):
     with pytest.raises(OellmError, match=r"--suite 'lightevl': known: lm-eval-harness, .*lighteval"):
@@ -164,22 +175,30 @@ def test_from_lighteval_reads_both_spellings_of_task_and_shots():
     assert out["config"]["model_args"] == "pretrained=org/model" and out["suite"] == "lighteval"
 
 
+def site_with_lighteval_image(tmp_path: Path, partition: str, venv: Path) -> tuple[Path, Path]:
+    """A clusters file whose lighteval rows run in a stand-in image of the lighteval venv."""
+    from tests.fixtures_slurm import write_image
+    from tests.test_schedule_slurm import clusters_file
+
+    oellm_source = str(Path(formats.__file__).parent)  # the venv's oellm is this checkout (editable)
+    image = write_image(tmp_path / "lighteval.sif", [str(venv.parent), sys.base_prefix, oellm_source],
+                        env={"PATH": f"{venv}:/usr/local/bin:/usr/bin:/bin"})
+    cfile = clusters_file(tmp_path, partition)
+    entry = json.loads(cfile.read_text())
+    entry["testslurm"]["container"]["images"] = {"lighteval": str(image)}
+    cfile.write_text(json.dumps(entry))
+    return cfile, image
+
+
 @pytest.mark.slurm
 @pytest.mark.e2e
 def test_lighteval_rows_run_in_their_own_image_on_slurm(slurm_cluster, container_shim, lighteval_venv, lighteval_tasks,
                                                         tiny_model, tiny_tasks, tmp_path, no_job_left_behind):
     """The login node (this venv) has no lighteval: task names and datasets come from the lighteval image,
     the preflight proves both images, and each chunk's workers run in their suite's image."""
-    from tests.fixtures_slurm import shim_calls, wait_for_jobs, write_image
-    from tests.test_schedule_slurm import clusters_file
+    from tests.fixtures_slurm import shim_calls, wait_for_jobs
 
-    oellm_source = str(Path(formats.__file__).parent)  # the venv's oellm is this checkout (editable)
-    lighteval_image = write_image(tmp_path / "lighteval.sif", [str(lighteval_venv.parent), sys.base_prefix, oellm_source],
-                                  env={"PATH": f"{lighteval_venv}:/usr/local/bin:/usr/bin:/bin"})
-    cfile = clusters_file(tmp_path, slurm_cluster.partition)
-    entry = json.loads(cfile.read_text())
-    entry["testslurm"]["container"]["images"] = {"lighteval": str(lighteval_image)}
-    cfile.write_text(json.dumps(entry))
+    cfile, lighteval_image = site_with_lighteval_image(tmp_path, slurm_cluster.partition, lighteval_venv)
     csv = tmp_path / "evals.csv"
     csv.write_text("model_path,task_path,n_shot,eval_suite\n"
                    f"{tiny_model},tiny_mc_a,0,lm_eval\n"
@@ -214,3 +233,28 @@ def test_only_lm_eval_rows_are_sharded(tiny_model):
     assert len(EvalRow(str(tiny_model), "t", 0).shards(3)) == 3
     assert EvalRow(str(tiny_model), "arc:easy", 0, suite="lighteval").shards(3) == [
         EvalRow(str(tiny_model), "arc:easy", 0, suite="lighteval")]
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_a_hub_model_and_dataset_cached_by_the_login_stack_load_in_the_lighteval_image(
+        hub, slurm_cluster, container_shim, lighteval_venv, tmp_path, no_job_left_behind):
+    """The login node (huggingface_hub 1.x, datasets of the main venv) pre-caches; the lighteval image
+    (huggingface_hub<1, its own datasets) proves and evaluates from that cache offline."""
+    from tests.fixtures_slurm import wait_for_jobs
+
+    cfile, _ = site_with_lighteval_image(tmp_path, slurm_cluster.partition, lighteval_venv)
+    tasks_file = tmp_path / "hub_tasks.py"
+    tasks_file.write_text(TASK_FILE.format(data="org/tinyds", n=1))
+    proc = run([sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "testslurm", "--clusters_file", str(cfile),
+                "--models", "org/tiny", "--suite", "lighteval", "--tasks", "tiny_lv_0", "--n_shot", "0,1",
+                "--lighteval_custom_tasks", str(tasks_file), "--output_dir", str(tmp_path / "runs")])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "pre-cache: 2 fetched" in proc.stdout, proc.stdout
+    [run_dir] = (tmp_path / "runs").iterdir()
+    subs = json.loads((run_dir / "run.json").read_text())["submissions"]
+    states = wait_for_jobs([s["job_id"] for s in subs], timeout=300)
+    assert set(states.values()) == {"COMPLETED"}, states
+    got = results(run_dir)
+    assert len(got) == 2 and all(r["results"]["tiny_lv_0"]["acc,none"] >= 0 for r in got)
+    assert {r["oellm"]["model_revision"] for r in got} == {hub.tiny_v1}

@@ -195,7 +195,10 @@ def _task_sets(sel: Selection) -> list[tuple[list[str], list[int], str]]:
 
 def validate_rows(rows: Sequence[EvalRow], includes: Sequence[str]) -> None:
     """Each suite checks the task names of its rows (one error naming every unknown one)."""
-    from oellm.suites import by_suite, get_suite
+    from oellm.suites import WHOLE_LIMITS, by_suite, get_suite
 
     for name, group in by_suite(rows).items():
         get_suite(name).validate(sorted({r.task for r in group}), list(includes))
+        if name in WHOLE_LIMITS and any(r.limit is not None and r.limit < 1 for r in group):
+            raise OellmError(f"--limit: {name} takes a number of samples per task, not a fraction; "
+                             f"give a whole number for its rows")

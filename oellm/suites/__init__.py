@@ -19,6 +19,7 @@ SUITES = {"lm_eval": "oellm.suites.lm_eval:LmEvalSuite", "lighteval": "oellm.sui
           "bigcodebench": "oellm.suites.bigcodebench:BigCodeBenchSuite", "bench": "oellm.suites.bench:BenchSuite"}
 
 
+WHOLE_LIMITS = frozenset({"lighteval"})  # suites whose --limit is a number of samples (lighteval's max_samples)
 FRAMEWORKS = {"lighteval": "lighteval"}  # suite -> the package it needs, where not the worker stack's own
 _IMAGES: list[ClusterConfig] = []  # the cluster whose suite images answer for packages missing here
 

@@ -94,6 +94,8 @@ def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
 
 def image_keys(rows: Sequence[EvalRow], cluster: ClusterConfig) -> dict[int, str]:
     """Array task -> the suite whose own image it runs in ("" for the cluster's image)."""
+    if not (cluster.container and cluster.container.images):
+        return {}
     return {r.task_index: cluster.image_key(r.suite) for r in rows}
 
 

@@ -128,6 +128,8 @@ class LightevalSuite:
         batch = (None if cuda else CPU_BATCH_SIZE) if str(requested) == "auto" else int(requested)
         args = dict(kv.split("=", 1) for kv in ref.args.split(",") if "=" in kv)
         extra = {k: v for k, v in args.items() if k in MODEL_FIELDS}
+        if settings.get("parallelize"):  # `oellm resubmit --gpus_per_task N` after an OOM: spread the model
+            extra["model_parallel"] = True
         if self._cache is None:  # this process's predictions only; gone when it exits
             self._cache = tempfile.mkdtemp(prefix="oellm-lighteval-")
             atexit.register(shutil.rmtree, self._cache, True)

@@ -92,9 +92,13 @@ def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
     return out
 
 
+def has_suite_images(cluster: ClusterConfig) -> bool:
+    return bool(cluster.container and cluster.container.images)
+
+
 def image_keys(rows: Sequence[EvalRow], cluster: ClusterConfig) -> dict[int, str]:
     """Array task -> the suite whose own image it runs in ("" for the cluster's image)."""
-    if not (cluster.container and cluster.container.images):
+    if not has_suite_images(cluster):
         return {}
     return {r.task_index: cluster.image_key(r.suite) for r in rows}
 

@@ -18,7 +18,7 @@ from oellm.clusters import ClusterConfig, format_minutes, parse_time
 from oellm.errors import OellmError
 from oellm.executors import for_run
 from oellm.plan.overrides import SlurmOverrides, with_overrides
-from oellm.plan.packing import check_time_limit, image_keys, plan_submission
+from oellm.plan.packing import check_time_limit, has_suite_images, image_keys, plan_submission
 from oellm.rundir import RunDir, read_jobs
 from oellm.runs import states as st
 from oellm.runs.view import view
@@ -80,7 +80,8 @@ def _resubmit(run: RunDir, opts: Resubmit) -> None:
     capacity = executor.capacity()
     queued = capacity.queued
     plans = []
-    images = image_keys(read_jobs(run.jobs), cluster)  # a suite with an image of its own goes in its own chunks
+    # a suite with an image of its own goes in its own chunks (jobs.csv is read only then)
+    images = image_keys(read_jobs(run.jobs), cluster) if has_suite_images(cluster) else {}
     for options, tasks in groups.items():
         plan = plan_submission(tasks, cluster, capacity.max_array, queued, images)
         queued += plan.submitted

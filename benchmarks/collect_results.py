@@ -4,7 +4,7 @@ ids, models, tasks and steps) read into the tidy table and written as parquet.
     python benchmarks/collect_results.py [--files 100000] [--workdir DIR] [--source RESULT.json]
 
 Without --source a real result is made first: the tiny model through `oellm worker` (offline, ~15 s,
-not timed). Prints the wall time to collect + write parquet (target < 10 s on 2 cores), the CPU
+not timed). Prints the wall time to collect + write parquet (target < 5 s for the whole process), the CPU
 seconds of all processes (independent of other load) and the load average.
 """
 
@@ -82,7 +82,7 @@ def main() -> None:
     cpu = sum(cpu1[i] - cpu0[i] for i in range(4))
     print(f"collect-results: {got.n_files} files -> {len(got.table)} rows, {len(got.problems)} problems, "
           f"{len(got.superseded)} superseded; read+tidy {t_read:.2f} s, with parquet {total:.2f} s "
-          f"(target < 10 s) on {cpus()} cores; CPU {cpu:.1f} s in all processes, "
+          f"(target < 5 s) on {cpus()} cores; CPU {cpu:.1f} s in all processes, "
           f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows the wall time)")
 
 

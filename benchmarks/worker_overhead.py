@@ -1,13 +1,15 @@
 """Worker overhead: 20 rows (1 tiny model x 10 tasks x 2 shot counts) through one `oellm worker`
 process, versus the same rows as 20 separate `lm_eval` CLI runs (what users did before oellm).
 
-    python benchmarks/worker_overhead.py [--cli_runs N] [--workdir DIR]
+    python benchmarks/worker_overhead.py [--cli_runs N] [--workdir DIR] [--with_options]
 
 Prints the wall time of each, their ratio (target >= 10x), the model loads the worker's results
 record (target 1), and the worker's seconds per row beyond lm-eval's own evaluation time (target
 < 0.5 s). The batch size is fixed (32) so that both sides spend the same, small model time; with
 --batch_size auto lm-eval re-detects it on every simple_evaluate call (~2 s per row on 2 CPU cores),
 which both sides pay and which shrinks the ratio. --cli_runs N < 20 times only the first N CLI runs and scales their mean up to 20 rows.
+With --with_options every row (and every CLI run) uses lm-eval's options: a chat template (added to the
+tiny tokenizer), a system instruction and a seed, so the options' cost per row shows.
 Everything is built locally and runs offline (no network, no hub).
 """
 
@@ -33,13 +35,21 @@ from tests.fixtures_models import build_tiny_model, build_tiny_tasks, make_run_d
 N_TASKS, SHOTS = 10, (0, 2)
 
 
-def build(work: Path) -> tuple[Path, Path, list[EvalRow]]:
+CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant {% endif %}")
+OPTION_FLAGS = ["--apply_chat_template", "--system_instruction", "Answer.", "--seed", "7"]
+
+
+def build(work: Path, options: str = "") -> tuple[Path, Path, list[EvalRow]]:
     """The tiny model, its tasks plus ten copies of tiny_mc_a (bench_0..9), and the 20 rows."""
     model = build_tiny_model(work / "model")
+    if options:
+        cfg = model / "tokenizer_config.json"
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "chat_template": CHAT}))
     tasks = build_tiny_tasks(work / "tasks")
     for i in range(N_TASKS):
         (tasks / f"bench_{i}.yaml").write_text(f"include: tiny_mc_a.yaml\ntask: bench_{i}\n")
-    rows = [EvalRow(str(model), f"bench_{i}", n) for i in range(N_TASKS) for n in SHOTS]
+    rows = [EvalRow(str(model), f"bench_{i}", n, options=options) for i in range(N_TASKS) for n in SHOTS]
     return model, tasks, rows
 
 
@@ -57,12 +67,16 @@ def main() -> None:
     ap.add_argument("--batch_size", default="32", help="for both sides; with 'auto' (oellm's default) lm-eval "
                     "re-detects the batch size on every call, ~2 s of model time per row here, on both sides")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temp dir)")
+    ap.add_argument("--with_options", action="store_true", help="chat template, system instruction, seed on both sides")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="oellm-bench-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(work / "hf")}
     os.environ.update(env)
-    model, tasks, rows = build(work)
+    from oellm.options import row_options
+
+    options = row_options(apply_chat_template=True, system_instruction="Answer.", seed="7") if args.with_options else ""
+    model, tasks, rows = build(work, options)
     run = make_run_dir(work, rows, include_paths=[tasks], batch_size=args.batch_size)
 
     worker_s = timed([sys.executable, "-m", "oellm", "worker", "--run_dir", str(run.path), "--index", "0"], env)
@@ -80,14 +94,15 @@ def main() -> None:
         out = work / "cli" / str(i)
         cli_times.append(timed([lm_eval_bin, "--model", "hf", "--model_args", f"pretrained={model}",
                                 "--tasks", row.task, "--num_fewshot", str(row.n_shot), "--include_path",
-                                str(tasks), "--device", "cpu", "--batch_size", args.batch_size, "--output_path", str(out)], env))
+                                str(tasks), "--device", "cpu", "--batch_size", args.batch_size, "--output_path", str(out),
+                                *(OPTION_FLAGS if args.with_options else [])], env))
         cli = json.loads(Path(glob.glob(f"{out}/**/results_*.json", recursive=True)[0]).read_text())
         agree += cli["results"][row.task] == results[i]["results"][row.task]
     cli_s = statistics.mean(cli_times) * len(rows)
     scaled = "" if n_cli == len(rows) else f" (mean of {n_cli} runs x {len(rows)})"
 
     print(f"rows: {len(rows)} (1 tiny model x {N_TASKS} tasks x shots {list(SHOTS)}, 24 docs each, cpu, "
-          f"batch size {args.batch_size})")
+          f"batch size {args.batch_size}{', options: ' + options if options else ''})")
     print(f"oellm worker, one process:   {worker_s:7.1f} s wall")
     print(f"lm_eval CLI, one per row:    {cli_s:7.1f} s wall{scaled}; per run {statistics.mean(cli_times):.1f} s")
     print(f"speed-up:                    {cli_s / worker_s:7.1f}x  (target >= 10x)")

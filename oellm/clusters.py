@@ -19,15 +19,17 @@ from typing import Any
 
 from oellm.errors import OellmError, refuse_secret
 from oellm.resources import data_path
+from oellm.sitevalues import check_one_node, env_order, parse_time
+from oellm.sitevalues import expand as expand  # re-exported: its old home
 
 LOCAL = "local"
 PLACEHOLDER = re.compile(r"<[^<>]+>")
 # Values that reach the sbatch script: names, paths and $VARS, but nothing a shell would run.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_@%+=:,./~${}<>\-\[\] ]*$")
-TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # what a shell can export
 OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # sbatch spells its options with -
 NESTED = ("container", "env", "sbatch_options")  # a user's file merges into these field by field
+GPU_MODES = ("workers", "spread")
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,22 @@ class ClusterConfig:
     local_workers: int | None = None
     max_requeues: int = 2  # SLURM requeues an array task after a node failure or preemption, this often
     executor: str = "slurm"  # a module of oellm/executors: slurm, or local (this machine)
+    # several GPUs per task: one worker per GPU draining the task's rows, or one model spread over them
+    gpu_mode: str = "workers"
 
     @property
     def max_minutes(self) -> int:
         return parse_time(self.max_time, f"{self.name}.max_time")
+
+    @property
+    def spreads(self) -> bool:
+        """One model over the task's GPUs (lm-eval's parallelize), else (`workers`) one process per GPU."""
+        return self.gpu_mode == "spread" and self.gpus_per_task > 1
+
+    @property
+    def row_workers(self) -> int:
+        """Processes evaluating a task's rows at once: one per GPU in `workers` mode, else one."""
+        return self.gpus_per_task if self.gpu_mode == "workers" and self.gpus_per_task > 1 else 1
 
     def image_key(self, suite: str) -> str:
         """The suite, when it runs in an image of its own (the script picks that image by it), else ""."""
@@ -89,35 +103,13 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
     "gpus_per_task": (int,), "gres": (str, type(None)), "cpus_per_task": (int,), "mem": (str, type(None)),
     "minutes_per_eval": (int, float), "max_time": (str,), "queue_limit": (int,), "max_array_size": (int,),
     "max_running": (int,), "output_root": (str, type(None)), "batch_size": (str, int),
-    "local_workers": (int, type(None)), "max_requeues": (int,), "executor": (str,),
+    "local_workers": (int, type(None)), "max_requeues": (int,), "executor": (str,), "gpu_mode": (str,),
 }
 _CONTAINER_TYPES: dict[str, tuple[type, ...]] = {
     "runtime": (str,), "image": (str,), "gpu_flag": (str, type(None)), "python": (str,), "binds": (list,),
     "images": (dict,),
 }
 SUITE_KEY = re.compile(r"^[a-z][a-z0-9_]*$")  # a suite's name, which the script matches in a `case`
-
-
-def parse_time(value: str, where: str) -> int:
-    """A time as sbatch reads it -> whole minutes (seconds round up): `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`,
-    `D-HH:MM` or `D-HH:MM:SS`. So `30:00` is thirty minutes, as SLURM takes it, not thirty hours."""
-    m = TIME.match(value.strip())
-    if not m:
-        raise OellmError(f"{where}: {value!r} is not a SLURM time; use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
-                         "D-HH:MM:SS")
-    days, *fields = m.groups()
-    parts = [int(p) for p in fields if p is not None]
-    if days is not None:
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-    else:
-        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
-    if seconds >= 60 or (len(parts) == 3 or days is not None) and minutes >= 60:
-        raise OellmError(f"{where}: {value!r} has minutes or seconds of 60 or more")
-    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
-
-
-def format_minutes(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -184,8 +176,13 @@ def build_cluster(name: str, data: dict[str, Any], source: str) -> ClusterConfig
         raise OellmError(f"{where}.max_requeues: must be >= 0 (0 turns requeueing off), got {kw['max_requeues']}")
     if "minutes_per_eval" in kw and kw["minutes_per_eval"] <= 0:
         raise OellmError(f"{where}.minutes_per_eval: must be > 0, got {kw['minutes_per_eval']}")
+    if kw.get("gpu_mode", GPU_MODES[0]) not in GPU_MODES:
+        raise OellmError(f"{where}.gpu_mode: {kw['gpu_mode']!r}; use workers (one per GPU, each taking rows) or "
+                         "spread (one model over all GPUs)")
     cfg = ClusterConfig(name=name, **kw)
     cfg.max_minutes  # noqa: B018 -- validates max_time now, not at submission
+    check_one_node(where, cfg.sbatch_options, cfg.gres, cfg.gpus_per_task)
+    env_order(cfg.env, f"{where}.env")
     return cfg
 
 
@@ -213,6 +210,10 @@ def _build_container(where: str, data: Any) -> ContainerConfig:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    if path.suffix in (".yaml", ".yml"):  # oellm-eval's clusters.yaml, turned into clusters.json entries
+        from oellm.upstream.clusters_yaml import read_clusters_yaml
+
+        return read_clusters_yaml(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -259,9 +260,10 @@ def detect_cluster(clusters: dict[str, ClusterConfig], requested: str | None = N
             raise OellmError(f"unknown cluster {requested!r}; known clusters: {', '.join(sorted(clusters))}")
         return clusters[requested]
     hostname = hostname or socket.gethostname()
-    for cfg in clusters.values():
-        if any(fnmatch.fnmatch(hostname, pat) for pat in cfg.hostname_pattern):
-            return cfg
+    for host in _names(hostname):  # the short name, then the FQDN (sites whose patterns name the domain)
+        for cfg in clusters.values():
+            if any(fnmatch.fnmatch(host, pat) for pat in cfg.hostname_pattern):
+                return cfg
     if slurm_available is None:
         slurm_available = shutil.which("sbatch") is not None
     if not slurm_available and LOCAL in clusters:
@@ -270,6 +272,13 @@ def detect_cluster(clusters: dict[str, ClusterConfig], requested: str | None = N
         f"host {hostname!r} matches no known cluster ({', '.join(sorted(clusters))}); pass --cluster NAME, "
         "or add your site to a clusters file (--clusters_file or OELLM_CLUSTERS_FILE) with a hostname_pattern"
     )
+
+
+def _names(hostname: str):
+    yield hostname
+    fqdn = socket.getfqdn(hostname)
+    if fqdn != hostname:
+        yield fqdn
 
 
 def require_resolved(cfg: ClusterConfig) -> None:
@@ -289,11 +298,3 @@ def _flat(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(data, (list, tuple)):
         return [kv for i, v in enumerate(data) for kv in _flat(v, f"{prefix}[{i}]")]
     return [(prefix, data)]
-
-
-def expand(value: str, where: str) -> str:
-    """Expand ~ and $VARS of the login node; an unset variable is an error, not a literal `$VAR` dir."""
-    out = os.path.expanduser(os.path.expandvars(value))
-    if "$" in out:
-        raise OellmError(f"{where}: {value!r} uses an environment variable that is not set here")
-    return out

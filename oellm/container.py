@@ -44,9 +44,8 @@ class Binds:
 
 
 def inherited_env(cluster: ClusterConfig, environ: Mapping[str, str]) -> dict[str, str]:
-    """The login node's cache locations the cluster does not set itself (a container starts without them)."""
-    if not cluster.container:
-        return {}
+    """The login node's cache locations the cluster does not set itself: the pre-cache filled them, so the
+    script pins them, with or without a container (a resubmit from cron has no HF_HOME of its own)."""
     return {k: environ[k] for k in CACHE_VARS if environ.get(k) and k not in cluster.env}
 
 
@@ -127,4 +126,4 @@ def preflight_argv(cluster: ClusterConfig, binds: Binds, environ: Mapping[str, s
         argv += ["--bind", b]
     for k, v in fixed_env(cluster, inherited_env(cluster, environ)).items():
         argv += ["--env", f"{k}={_expandvars(v, environ)}"]
-    return [*argv, c.image, c.python, *command]
+    return [*argv, _expandvars(c.image, environ), c.python, *command]

@@ -7,13 +7,17 @@ double-quoted so `$SCRATCH` expands on the node (clusters.py refused anything el
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
-from oellm.clusters import ClusterConfig, format_minutes
-from oellm.container import NODE_ENV, Binds, check_env, env_prefix, exec_flags, fixed_env
+from oellm.clusters import ClusterConfig
+from oellm.container import NODE_ENV, Binds, check_env, env_prefix, exec_flags, fixed_env, plan_binds
 from oellm.resources import data_path
+from oellm.sitevalues import env_order, format_minutes, parse_time
 
 TEMPLATE = "eval.sbatch.j2"
 _SWITCHES = ("requeue", "no-requeue")  # flags without a value
@@ -60,8 +64,9 @@ def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_m
     """The array script for one run; chunks differ only in the offset they pass as `$1`.
 
     `binds.paths` are the login node's paths (see `oellm.container.plan_binds`): single-quoted, so `$(...)`
-    or `$x` in a directory name stays a name. The site's binds are double-quoted: their `$SCRATCH` is the
-    compute node's (clusters.py vetted them). `inherited`: the login node's cache variables
+    or `$x` in a directory name stays a name. The site's binds and images are double-quoted: their `$SCRATCH`
+    is the compute node's (clusters.py vetted them). The cluster's `env` is exported in `env_order` (a value
+    after the keys it uses). `inherited`: the login node's cache variables
     (`oellm.container.inherited_env`), written literally."""
     binds, inherited = binds or Binds(), inherited or {}
     check_env(cluster, inherited)
@@ -71,7 +76,32 @@ def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_m
         run_dir=run_dir, job_name=job_name, log_dir=f"{run_dir}/slurm_logs",
         sbatch_flags=sbatch_flags(cluster, time_minutes), modules=list(cluster.modules),
         offline=[(k, v) for k, v in fixed.items() if k not in cluster.env],
-        env=sorted(cluster.env.items()), env_args=" ".join(f'--env "{k}=${{{k}}}"' for k in fixed), container=c, python=python,
+        env=env_order(cluster.env, f"cluster {cluster.name}.env"), env_args=" ".join(f'--env "{k}=${{{k}}}"' for k in fixed), container=c, python=python,
         exec_flags=exec_flags(c) if c else [], env_prefix=env_prefix(c) if c else "", node_env=NODE_ENV,
         site_binds=list(binds.site), path_binds=list(binds.paths), images=sorted(c.images.items()) if c else [],
     )
+
+
+def rendered_for(script: str) -> str | None:
+    """The run dir a script's worker line names (for run dirs made before run.json recorded it)."""
+    m = re.search(r"-m oellm worker --run_dir (.+?) --index ", script)
+    return shlex.split(m.group(1))[0] if m else None
+
+
+def render_for_path(cluster: ClusterConfig, manifest: Mapping[str, Any], old: str, new: str, python: str) -> str:
+    """A run's script rendered again for its dir's current path `new` (copied or moved from `old`): the worker,
+    the logs and the output-root bind follow the dir, so nothing is written into the original."""
+    def moved(p: str) -> str:
+        old_root, new_root = os.path.dirname(old), os.path.dirname(new)
+        return new_root + p[len(old_root):] if p == old_root or p.startswith(old_root + "/") else p
+
+    recorded = manifest.get("script") or {}
+    binds = Binds()
+    if cluster.container:
+        paths = recorded.get("bind_paths")
+        if paths is None:  # an older run: its recorded binds less the site's
+            paths = [b.split(":")[-1] for b in manifest.get("binds") or [] if b not in cluster.container.binds]
+        binds = plan_binds(cluster, [moved(p) for p in paths])
+    return render_sbatch(cluster, run_dir=new, job_name=f"oellm-{os.path.basename(new)}",
+                         time_minutes=parse_time(manifest.get("time_limit") or "00:10:00", "run.json time_limit"),
+                         python=recorded.get("python") or python, binds=binds, inherited=recorded.get("inherited"))

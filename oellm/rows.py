@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.errors import OellmError, refuse_secret
+from oellm.options import shardable
 
 # A Hugging Face repo id: `name` or `org/name`; anything else that is not a local dir is refused,
 # so shell metacharacters in a model name never get further than planning.
@@ -28,6 +29,8 @@ ARG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
 # Checkpoint dirs of a training run: checkpoint-1000, step_2000, iter_0003000, global_step400.
 CHECKPOINT = re.compile(r"^(?:checkpoint|global_step|step|iter)[-_]?0*(\d+)$")
 WEIGHTS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
+# lm-eval HF model args that name another model's files: a path must reach the node (bound, absolute)
+PATH_ARGS = ("tokenizer", "peft", "delta")
 
 
 def is_path(name: str) -> bool:
@@ -68,6 +71,11 @@ def normalize_args(args: Iterable[str], model: str) -> str:
         refuse_secret(key, f"model {model}: model arg {key}=", "jobs.csv and every result")
         if not ARG_KEY.match(key) or not ARG_VALUE.match(val):
             raise OellmError(f"model {model}: bad model arg {arg!r}; expected key=value with letters, digits and _.:/@+-")
+        if key in PATH_ARGS and is_path(val):
+            path = Path(val).expanduser().resolve()
+            if not path.exists():
+                raise OellmError(f"model {model}: {key}={val}: no such file or directory")
+            val = str(path)
         out.append(f"{key}={val}")
     return ",".join(out)
 
@@ -101,6 +109,21 @@ class ModelRef:
         return self.arg_dict.get("revision") or None
 
     @property
+    def arg_paths(self) -> list[str]:
+        """Local paths its model args name (tokenizer=, peft=, delta=): the worker opens them too."""
+        return [v for k, v in self.arg_dict.items() if k in PATH_ARGS and is_path(v)]
+
+    @property
+    def load_args(self) -> dict[str, Any]:
+        """The args that decide whether its config and tokenizer load (the preflight loads them so)."""
+        out: dict[str, Any] = {}
+        if self.arg_dict.get("trust_remote_code", "").lower() in ("true", "1", "yes"):
+            out["trust_remote_code"] = True
+        if self.arg_dict.get("tokenizer"):
+            out["tokenizer"] = self.arg_dict["tokenizer"]
+        return out
+
+    @property
     def other_args(self) -> str:
         """The model args besides the revision."""
         return ",".join(f"{k}={v}" for k, v in self.arg_dict.items() if k != "revision")
@@ -120,10 +143,11 @@ class ModelRef:
             return self.revision
         return revisions.get(self.revision_key)
 
-    def lm_eval_args(self, revision: str | None, **extra: Any) -> str:
-        """lm-eval's model_args string: pretrained, the row's args with `revision` as given, `extra` last
-        (unless the row sets them itself)."""
-        parts = [f"pretrained={self.name}", self.other_args, revision and f"revision={revision}"]
+    def lm_eval_args(self, revision: str | None, swap: Mapping[str, str] | None = None, **extra: Any) -> str:
+        """lm-eval's model_args string: pretrained, the row's args (values in `swap` replaced) with
+        `revision` as given, `extra` last (unless the row sets them itself)."""
+        other = ",".join(f"{k}={(swap or {}).get(k, v)}" for k, v in self.arg_dict.items() if k != "revision")
+        parts = [f"pretrained={self.name}", other, revision and f"revision={revision}"]
         parts += [f"{k}={v}" for k, v in extra.items() if v is not None and k not in self.arg_dict]
         return ",".join(p for p in parts if p)
 
@@ -140,6 +164,12 @@ class ModelRef:
 
 
 DEFAULT_SUITE = "lm_eval"
+DEFAULT_SHOTS = "default"  # how lists, CSVs and jobs.csv spell "the task's own few-shot count"
+
+
+def shot_label(n_shot: int | None) -> str:
+    """A shot count as oellm writes it: the number, or "default" for the task's own count."""
+    return DEFAULT_SHOTS if n_shot is None else str(n_shot)
 
 
 @dataclass(frozen=True)
@@ -148,7 +178,7 @@ class EvalRow:
 
     model: str
     task: str
-    n_shot: int
+    n_shot: int | None  # None: the task's own count (lm-eval's num_fewshot=None), spelled "default"
     model_args: str = ""
     limit: float | None = None
     step: int | None = None  # training step of a checkpoint; provenance, not identity
@@ -156,37 +186,50 @@ class EvalRow:
     suite: str = DEFAULT_SUITE  # the framework that evaluates it (oellm.suites)
     shard: int | None = None  # this row evaluates docs with doc_id % num_shards == shard of its evaluation
     num_shards: int | None = None
+    options: str = ""  # lm-eval options that change the numbers, canonical JSON (oellm.options); identity
 
     @functools.cached_property
     def row_id(self) -> str:
         """Stable id: the same evaluation always gets the same id, in any run, on any cluster (lm-eval rows
         keep the ids they had before rows named a suite or a shard)."""
         limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
-        parts: tuple[str, ...] = (self.model, self.model_args, self.task, str(self.n_shot), limit)
+        parts: tuple[str, ...] = (self.model, self.model_args, self.task, shot_label(self.n_shot), limit)
         if self.suite != DEFAULT_SUITE:
             parts += (self.suite,)
         if self.num_shards:
             parts += (f"shard {self.shard}/{self.num_shards}",)
+        if self.options:
+            parts += (f"options {self.options}",)
         return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
 
     @property
     def identity(self) -> tuple:
         limit = None if self.limit is None else float(self.limit)
-        return (self.model, self.model_args, self.task, self.n_shot, limit, self.suite, self.shard, self.num_shards)
+        return (self.model, self.model_args, self.task, self.n_shot, limit, self.suite, self.shard, self.num_shards,
+                self.options)
 
     @property
     def whole(self) -> EvalRow:
         """The evaluation a shard is part of (itself when not sharded): its merged result's row."""
-        return EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite)
+        return EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite,
+                       options=self.options)
 
     def shards(self, num_shards: int) -> list[EvalRow]:
         """The rows of its shards; only lm-eval rows shard (their exact merge replays lm-eval's own scoring),
-        other suites' rows stay whole."""
-        if num_shards < 2 or self.suite != DEFAULT_SUITE:
+        other suites' rows stay whole, and so does a row that is a shard already (an eval CSV's num_shards
+        column wins over --num_shards: shards of shards would evaluate every document twice). A row with
+        a chat template stays whole too: the merge replays requests, and the replay has no tokenizer."""
+        if num_shards < 2 or self.suite != DEFAULT_SUITE or self.num_shards or not shardable(self.options):
             return [self]
         return [EvalRow(self.model, self.task, self.n_shot, self.model_args, self.limit, self.step, -1, self.suite,
-                        k, num_shards) for k in range(num_shards)]
+                        k, num_shards, self.options) for k in range(num_shards)]
 
     @property
     def ref(self) -> ModelRef:
         return ModelRef(self.model, self.model_args, self.step)
+
+    def record(self) -> dict[str, Any]:
+        """The row as a result's provenance names it (`oellm.row`); collect-results reads it back."""
+        return {"row_id": self.row_id, "model": self.model, "model_args": self.model_args, "task": self.task,
+                "n_shot": self.n_shot, "limit": self.limit, "step": self.step, "suite": self.suite,
+                **({"options": self.options} if self.options else {})}

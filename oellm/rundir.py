@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from oellm import runlock
+from oellm.atomic import atomic_open, read_json, write_json
 from oellm.errors import OellmError
-from oellm.rows import DEFAULT_SUITE, EvalRow
+from oellm.rows import DEFAULT_SHOTS, DEFAULT_SUITE, EvalRow, shot_label
 
 T = TypeVar("T")
 
@@ -34,12 +34,10 @@ RUN_STAMP_FORMAT = "%Y-%m-%d-%H-%M-%S"
 # A result is written whole (temp file, fsync, rename), so a smaller file (`{}`, zero bytes from a full
 # disk or a hand-made file) is no evaluation: the row is not done. The worker checks content in full.
 MIN_RESULT_BYTES = 32  # `{"results": {"t": {"acc,none": 1}}}` has 36
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: mkstemp creates 0600 files, but results are meant to be shared
 
 
 _COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "limit", "step"]  # required
-OPTIONAL = ["suite", "shard", "num_shards"]  # absent in runs written before rows had them
+OPTIONAL = ["suite", "shard", "num_shards", "options"]  # absent in runs written before rows had them
 
 
 def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
@@ -48,8 +46,8 @@ def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
     with atomic_open(path) as fh:
         w = csv.writer(fh)
         w.writerow([*_COLUMNS, *OPTIONAL])
-        w.writerows([r.row_id, r.task_index, r.model, r.model_args, r.task, r.n_shot, _fmt_limit(r.limit),
-                     _blank(r.step), r.suite, _blank(r.shard), _blank(r.num_shards)] for r in rows)
+        w.writerows([r.row_id, r.task_index, r.model, r.model_args, r.task, shot_label(r.n_shot), _fmt_limit(r.limit),
+                     _blank(r.step), r.suite, _blank(r.shard), _blank(r.num_shards), r.options] for r in rows)
 
 
 def _read(path: Path, rows: Callable[[Any, dict[str, int]], list[T]]) -> list[T]:
@@ -77,10 +75,11 @@ def read_jobs(path: Path) -> list[EvalRow]:
         out = []
         for rec in reader:
             f = {name: rec[i] for name, i in col.items()}
-            row = EvalRow(model=f["model"], model_args=f["model_args"], task=f["task"], n_shot=int(f["n_shot"]),
+            row = EvalRow(model=f["model"], model_args=f["model_args"], task=f["task"], n_shot=_shots(f["n_shot"]),
                           limit=float(f["limit"]) if f["limit"] else None, step=int(f["step"]) if f["step"] else None,
                           task_index=int(f["task_index"]), suite=f.get("suite") or DEFAULT_SUITE,
-                          shard=_int(f.get("shard")), num_shards=_int(f.get("num_shards")))
+                          shard=_int(f.get("shard")), num_shards=_int(f.get("num_shards")),
+                          options=f.get("options") or "")
             if row.row_id != f["row_id"]:
                 raise OellmError(f"{path}: line {reader.line_num}: row_id {f['row_id']} does not match its fields")
             out.append(row)
@@ -96,7 +95,7 @@ class JobRef(NamedTuple):
     task_index: int
     model: str
     task: str
-    n_shot: int
+    n_shot: int | None
 
 
 def read_job_refs(path: Path) -> list[JobRef]:
@@ -104,7 +103,7 @@ def read_job_refs(path: Path) -> list[JobRef]:
 
     def refs(reader: Any, col: dict[str, int]) -> list[JobRef]:
         r, t, m, k, n = (col[c] for c in JobRef._fields)
-        return [JobRef(rec[r], int(rec[t]), rec[m], rec[k], int(rec[n])) for rec in reader]
+        return [JobRef(rec[r], int(rec[t]), rec[m], rec[k], _shots(rec[n])) for rec in reader]
 
     return _read(path, refs)
 
@@ -113,46 +112,16 @@ def _fmt_limit(limit: float | None) -> str:
     return "" if limit is None else str(int(limit)) if float(limit).is_integer() else repr(limit)
 
 
+def _shots(text: str) -> int | None:
+    return None if text == DEFAULT_SHOTS else int(text)
+
+
 def _int(text: str | None) -> int | None:
     return int(text) if text else None
 
 
 def _blank(value: int | None) -> str | int:
     return "" if value is None else value
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w", fsync: bool = False) -> Iterator[Any]:
-    """Write to a per-process temp name beside `path`, then rename: readers never see half a file,
-    and a process killed mid-write leaves only a `.tmp` file that nothing reads. `fsync` first puts
-    the bytes on disk, so a node crash cannot leave a renamed but empty file (results)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, newline="" if "b" not in mode else None) as fh:
-            yield fh
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_open(path) as fh:
-        json.dump(data, fh, indent=1, default=str)
-
-
-def read_json(path: Path | str) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
 
 
 # ---------------------------------------------------------------- run directory
@@ -181,15 +150,8 @@ class RunDir:
         return self.states / f"{row_id}.json"
 
     def has_result(self, row_id: str) -> bool:
-        """A complete result: a JSON object with results (the worker's test before it skips a row; the
-        listing `done_ids` only looks at sizes, which is what a result written whole can be judged by)."""
-        path = self.result_path(row_id)
-        try:
-            if path.stat().st_size < MIN_RESULT_BYTES:
-                return False
-            return isinstance(read_json(path).get("results"), dict)
-        except (OSError, ValueError, AttributeError):
-            return False
+        """The row is done: its result file is one (see `is_result`)."""
+        return is_result(self.result_path(row_id))
 
     def read_manifest(self) -> dict[str, Any]:
         """run.json, with any submission the append-only log has that run.json does not (yet)."""
@@ -232,14 +194,42 @@ class RunDir:
         return out
 
     def done_ids(self) -> set[str]:
-        """Row ids with a result file that is not empty (see `MIN_RESULT_BYTES`); names and sizes only:
-        parsing 30k results, or even a Path per entry (0.25 s), is too slow for `status`."""
+        """Row ids whose result file is a result (`is_result`): the one definition of "done" that status,
+        the skip on re-run, the worker and collect's --check share. Parsing 30k results costs ~0.7 s, so a
+        file proven once is remembered by name, size and mtime in `results/.done` (best effort: a
+        read-only run dir is checked in full each time)."""
         try:
             with os.scandir(self.results) as it:
-                return {e.name[:-5] for e in it if e.name.endswith(".json") and not e.name.startswith(".")
-                        and e.stat().st_size >= MIN_RESULT_BYTES}
+                files = {e.name[:-5]: (st.st_size, st.st_mtime_ns) for e in it
+                         if e.name.endswith(".json") and not e.name.startswith(".")
+                         and (st := e.stat()).st_size >= MIN_RESULT_BYTES}
         except FileNotFoundError:
             return set()
+        cache_path = self.results / DONE_CACHE
+        try:
+            cached = {k: tuple(v) for k, v in read_json(cache_path).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            cached = {}
+        done = {i for i, key in files.items() if cached.get(i) == key}
+        fresh = {i for i in files.keys() - done if is_result(self.result_path(i))}
+        if fresh or len(cached) != len(done):
+            with contextlib.suppress(OSError):
+                write_json(cache_path, {i: files[i] for i in done | fresh})
+        return done | fresh
+
+
+DONE_CACHE = ".done"  # {row_id: [size, mtime_ns]} of result files proven complete
+
+
+def is_result(path: Path) -> bool:
+    """A result: a JSON object whose `results` is a mapping. A result is written whole (temp file, fsync,
+    rename), so anything else (empty, truncated, hand-made) is no evaluation and the row is not done."""
+    try:
+        if path.stat().st_size < MIN_RESULT_BYTES:
+            return False
+        return isinstance(read_json(path).get("results"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def existing_results(output_root: Path) -> set[str]:

@@ -4,6 +4,7 @@
 Written by hand because the locks of libraries (fcntl/flock, which filelock uses) are silently ignored on
 some Lustre and GPFS mounts: creating a file with O_EXCL is atomic there. The file names its holder (host,
 pid, time), so a holder that died is recognised: on this host its pid is gone; elsewhere its lock is old.
+Taking over a dead holder's lock is itself serialised (`_take_over`), so two takers never both win.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from oellm.errors import OellmError
 
 STALE_S = 900.0  # a lock of another host older than this belongs to a process that died with its node
+BREAK_STALE_S = 30.0  # a takeover holds `<lock>.break` for microseconds: older, its taker died in between
 _HELD: set[str] = set()  # locks this process holds: taking one again (nested) is a no-op
 
 
@@ -42,6 +44,30 @@ def _is_stale(holder: tuple[str, int, float], now: float) -> bool:
     return False
 
 
+def _take_over(path: Path, stale: tuple[str, int, float]) -> None:
+    """Remove the lock of dead holder `stale`, unless it has changed hands since it was judged stale.
+
+    Unlinking right away would race: takers A and B both judge it stale, A unlinks it and creates its own,
+    then B unlinks A's fresh lock and creates one too, and both run. So the check and the unlink happen
+    under a second O_EXCL file, `<lock>.break`: whoever comes second finds the winner's lock there (or none)
+    and leaves it. Every taker then competes for the lock itself with O_EXCL, which only one wins."""
+    breaker = path.with_name(path.name + ".break")
+    try:
+        fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:  # another taker is at it: wait for the outcome (or clear a taker that died)
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - breaker.stat().st_mtime > BREAK_STALE_S:
+                os.unlink(breaker)
+        return
+    try:
+        if _holder(path) == stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    finally:
+        os.close(fd)
+        os.unlink(breaker)
+
+
 @contextlib.contextmanager
 def locked(path: Path, wait_s: float = 120.0, poll_s: float = 0.2) -> Iterator[None]:
     """Hold the lock file `path` (created with O_EXCL) while the block runs; wait up to `wait_s` for another
@@ -63,8 +89,7 @@ def locked(path: Path, wait_s: float = 120.0, poll_s: float = 0.2) -> Iterator[N
         except FileExistsError:
             holder = _holder(path)
             if holder is not None and _is_stale(holder, time.time()):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # two takers may both unlink; only one then wins O_EXCL
+                _take_over(path, holder)
                 continue
             if time.monotonic() >= deadline:
                 who = f"{holder[0]} pid {holder[1]} since {time.ctime(holder[2])}" if holder else "another process"

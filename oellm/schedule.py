@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -16,28 +15,36 @@ from pathlib import Path
 
 from oellm import __version__
 from oellm.cache.preflight import Proof, worker_paths
-from oellm.clusters import ClusterConfig, detect_cluster, format_minutes, load_clusters
+from oellm.clusters import ClusterConfig, detect_cluster, load_clusters
 from oellm.container import Binds, inherited_env, plan_binds
 from oellm.errors import OellmError
 from oellm.executors import Capacity, Executor, NothingStarted, for_cluster
 from oellm.plan.overrides import with_overrides
-from oellm.plan.packing import RunPlan, check_time_limit
+from oellm.plan.packing import RunPlan, check_time_limit, gpu_hours
 from oellm.plan.request import Request, include_paths, output_root
 from oellm.render import render_sbatch
-from oellm.rows import EvalRow
+from oellm.rows import EvalRow, shot_label
 from oellm.rundir import RunDir, creating, existing_results, new_run_stamp, write_jobs, write_json
+from oellm.sitevalues import format_minutes
 from oellm.suites import ask_images_of
+
+
+def cluster_of(req: Request) -> ClusterConfig:
+    """The cluster a request runs on (named or detected) with its one-run overrides (a follower asks too)."""
+    return with_overrides(detect_cluster(load_clusters(req.clusters_file), req.cluster), req)
 
 
 def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     """Plan, write the run dir, then hand it to the cluster's executor; returns the run dir."""
-    cluster = with_overrides(detect_cluster(load_clusters(req.clusters_file), req.cluster), req)
+    cluster = cluster_of(req)
     fixed_minutes = check_time_limit(req.time_limit, cluster) if req.time_limit else None
     executor = for_cluster(cluster, req.workers)
     includes = include_paths(req)
     ask_images_of(cluster)
-    rows, dropped = req.plan(includes)
     root = output_root(req.output_dir, cluster)
+    if root.exists() and not root.is_dir():
+        raise OellmError(f"--output_dir {root}: not a directory; give the folder run dirs go into")
+    rows, dropped = req.plan(includes)
     total = len(rows)
     done = set() if req.force else existing_results(root)
     if done:
@@ -68,7 +75,8 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
                          skipped=skipped, dropped=dropped, minutes=fixed_minutes)
     root.mkdir(parents=True, exist_ok=True)  # the workers write here: it is bound into the container
     # binds only matter inside a container (and finding local data files reads every task's YAML)
-    binds = plan_binds(cluster, worker_paths(rows, cluster, includes, root)) if cluster.container else Binds()
+    bind_paths = worker_paths(rows, cluster, includes, root) if cluster.container else []
+    binds = plan_binds(cluster, bind_paths) if cluster.container else Binds()
     for b in binds.unresolved:
         log(f"note: bind {b} of cluster {cluster.name} uses a variable not set here; paths under it are bound "
             "separately, and the preflight runs without it")
@@ -76,12 +84,17 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     if req.precache and not req.dry_run:
         proof = ensure_cached(rows, cluster, includes, binds, req.preflight, log)
 
+    python = req.worker_python()  # --venv_path's, else this one
     with creating(root, new_run_stamp(root)) as (tmp, final):
         write_jobs(tmp.jobs, plan.rows)
+        inherited = inherited_env(cluster, os.environ)
         tmp.script.write_text(render_sbatch(cluster, run_dir=str(final), job_name=f"oellm-{final.name}",
-                                            time_minutes=plan.minutes, python=sys.executable, binds=binds,
-                                            inherited=inherited_env(cluster, os.environ)))
+                                            time_minutes=plan.minutes, python=python, binds=binds,
+                                            inherited=inherited))
         write_json(tmp.manifest, {**manifest(req, cluster, executor, includes, plan), "binds": [*binds.site, *binds.paths],
+                                  # what the script was rendered from: a resubmit of a moved dir renders it again
+                                  "run_dir": str(final), "dry_run": req.dry_run,
+                                  "script": {"python": python, "inherited": inherited, "bind_paths": bind_paths},
                                   "model_revisions": proof.revisions, "worker_versions": proof.versions,
                                   "prediction": prediction})
     run = RunDir(final)
@@ -169,21 +182,30 @@ def manifest(req: Request, cluster: ClusterConfig, executor: Executor, includes:
         "oellm_version": __version__, "lm_eval_version": lm_eval_version, "login_versions": versions(), "command_line": req.command_line,
         "include_paths": list(includes), "batch_size": req.batch_size or cluster.batch_size,
         "log_samples": req.log_samples, "limit": req.limit, "n_rows": len(plan.rows),
+        "max_batch_size": req.max_batch_size, "bootstrap_iters": req.bootstrap_iters,
+        "confirm_run_unsafe_code": req.confirm_run_unsafe_code, "lm_eval_options": req.row_options(),
+        "parallelize": cluster.spreads, "gpu_mode": cluster.gpu_mode if cluster.gpus_per_task > 1 else None,
         "evals_per_task": plan.evals_per_task, "n_tasks": plan.n_tasks, "time_limit": format_minutes(plan.minutes),
         "submissions": [], "held_back_tasks": plan.submission.held_back, "model_revisions": {},
         "slurm_overrides": {**req.cluster_fields(), **({"time_limit": req.time_limit} if req.time_limit else {})},
     }
 
 
+def _gpu_use(cluster: ClusterConfig) -> str:
+    return ("one model spread over them" if cluster.spreads
+            else "one worker per GPU, each taking the task's rows in turn")
+
+
 def summary(run: RunDir, cluster: ClusterConfig, executor: Executor, plan: RunPlan) -> str:
     rows = plan.rows
     models = len({(r.model, r.model_args) for r in rows})
     tasks = len({r.task for r in rows})
-    shots = sorted({r.n_shot for r in rows})
+    shots = [shot_label(n) for n in sorted({r.n_shot for r in rows}, key=lambda n: -1 if n is None else n)]
     sharded = sorted({r.num_shards for r in rows if r.num_shards})
     evaluations = len({r.whole.row_id for r in rows}) if sharded else len(rows)
     unit = "GPU" if cluster.gpus_per_task else "CPU"
-    hours = evaluations * cluster.minutes_per_eval / 60 * max(1, cluster.gpus_per_task)
+    whole = [r for r in rows if not r.num_shards or r.shard == 0]  # a sharded evaluation costs about one row
+    hours = gpu_hours(whole, cluster)
     amount = f"{hours:.1f} {unit}-hours" if hours >= 1 else f"{hours * 60:.0f} {unit}-minutes"
     return "\n".join([
         f"run dir:   {run.path}",
@@ -193,5 +215,6 @@ def summary(run: RunDir, cluster: ClusterConfig, executor: Executor, plan: RunPl
         + (f"; {evaluations} evaluation(s) in {'/'.join(map(str, sharded))} shards each" if sharded else ""),
         f"packing:   up to {plan.evals_per_task} row(s) of one model per array task -> {plan.n_tasks} array task(s)",
         *executor.describe(plan),
-        f"estimate:  {amount} at {cluster.minutes_per_eval} min per evaluation",
+        f"estimate:  {amount} booked at {cluster.minutes_per_eval} min per evaluation"
+        + (f" ({cluster.gpus_per_task} GPUs per task: {_gpu_use(cluster)})" if cluster.gpus_per_task > 1 else ""),
     ])

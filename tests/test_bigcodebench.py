@@ -126,7 +126,7 @@ def test_validate_names_the_closest_task():
 
 @pytest.mark.fast
 def test_pass_at_k_in_lm_eval_layout_is_collected():
-    from oellm.results.records import records
+    from oellm.results.records import COLUMNS, records
     from oellm.suites.lm_eval import has_metrics
 
     raw = {"pass@1": 0.25, "model": "m", "split": "instruct", "subset": "hard", "calibrated": True,
@@ -135,7 +135,8 @@ def test_pass_at_k_in_lm_eval_layout_is_collected():
     assert out["results"] == {"instruct-hard": {"pass@1,none": 0.25, "gt_pass_rate,none": 1.0}}
     assert out["n-shot"] == {"instruct-hard": 0} and out["bigcodebench"] == raw and has_metrics(out)
     assert out["configs"]["instruct-hard"]["subset"] == "hard"
-    got = {r[8]: r[10] for r in records(out, "f.json", "run", None)}
+    metric, value = COLUMNS.index("metric"), COLUMNS.index("value")
+    got = {r[metric]: r[value] for r in records(out, "f.json", "run", None)}
     assert got == {"pass@1": 0.25, "gt_pass_rate": 1.0}
     assert not has_metrics(from_pass_at_k({"model": "m"}, task="complete"))
 

@@ -267,7 +267,7 @@ def test_leftovers_of_a_killed_precache_are_cleaned_up(hub: Hub, hub_tasks: Path
 
 def test_group_resolves_to_leaf_datasets_each_once(tiny_tasks: Path, tmp_path: Path):
     from oellm.cache.precache import wanted
-    from oellm.suites.lm_eval_tasks import task_datasets
+    from oellm.suites.lm_eval_needs import task_datasets
 
     ds = task_datasets(["tiny_group"], [str(tiny_tasks)])
     assert sorted(ds) == ["tiny_mc_a", "tiny_mc_b"]

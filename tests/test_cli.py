@@ -175,3 +175,77 @@ def test_bad_overrides_are_one_line(tmp_path, args, words):
               "--output_dir", str(tmp_path / "runs"), "--dry_run", *args)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def oellm_eval(*args, cwd=None):
+    """The `oellm-eval` entry point (pyproject.toml's [project.scripts] runs `oellm.cli:main_eval`)."""
+    code = "import sys; from oellm.cli import main_eval; main_eval(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_both_entry_points_take_both_spellings():
+    for run in (oellm, oellm_eval):
+        out = run("--help").stdout
+        assert all(name in out for name in ("schedule-eval", "schedule ", "collect-results", "collect ")), out
+    assert "usage: oellm-eval" in oellm_eval("--help").stdout
+    for run, name in ((oellm, "schedule"), (oellm_eval, "schedule-eval")):
+        sub = run(name, "--help").stdout
+        for flag in ("--slurm_template_var", "--max_array_len", "--nodelist", "--local", "--skip_checks",
+                     "--trust_remote_code", "--verbose", "--task_groups", "--models"):
+            assert flag in sub, (name, flag)
+    assert "--results_dir" in oellm("collect", "--help").stdout and "--run_dirs" in oellm_eval("collect-results",
+                                                                                               "--help").stdout
+
+
+def test_help_starts_without_any_commands_modules():
+    """`oellm --help` builds no command's options: none of the planning or results modules is imported."""
+    code = ("import sys; from oellm import cli; cli._parser(''); "
+            "print(sorted(m for m in sys.modules if m.startswith(('oellm.plan', 'oellm.results', 'oellm.runs'))))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--local", "true", "--skip_checks"], {"cluster": "local", "precache": False, "preflight": False}),
+    (["--local", "false", "--skip_checks", "false"], {"cluster": None, "precache": True, "preflight": True}),
+    (["--slurm_template_var", '{"PARTITION": "p", "ACCOUNT": "a", "GPUS_PER_NODE": 4, "SLURM_MEM": "64G", '
+                              '"NODES": 1, "TIME": "04:00:00"}', "--nodelist", "n[1-2]"],
+     {"partition": "p", "account": "a", "gpus_per_task": 4, "mem": "64G", "time_limit": "04:00:00",
+      "sbatch_option": ["nodes=1", "nodelist=n[1-2]"]}),
+    (["--slurm_template_var", '{"PARTITION": "p"}', "--partition", "mine"], {"partition": "mine"}),  # ours wins
+])
+def test_upstream_flags_mean_our_options(args, expected):
+    from oellm.plan.request import Request
+
+    cfg = cli._parser("schedule").parse_args(["schedule", "--models", "m", *args])
+    request = Request(**{k: v for k, v in cfg.schedule.as_dict().items() if k != "config"})
+    assert {k: getattr(request, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--slurm_template_var", '{"PARTITON": "p"}'], "--slurm_template_var: unknown key(s) PARTITON; known: PARTITION"),
+    (["--slurm_template_var", "{PARTITION: p}"], "--slurm_template_var: not JSON"),
+    (["--slurm_template_var", '{"NODES": 2}', "--cluster", "leonardo"], "an array task is one worker process on one node"),
+    (["--max_array_len", "0"], "--max_array_len: must be >= 1, got 0"),
+    (["--local", "--cluster", "leonardo"], "--local runs on this machine; it cannot be combined with --cluster leonardo"),
+])
+def test_bad_upstream_flags_are_one_line(tmp_path, args, words):
+    r = oellm_eval("schedule", "--output_dir", str(tmp_path / "out"), "--models", "org/m", "--tasks", "hellaswag",
+                   "--dry_run", *args)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert words in r.stderr and r.stderr.startswith("oellm-eval: error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_upstream_flags_reach_the_script_and_run_json(tmp_path, tiny_model):
+    r = oellm_eval("schedule", "--models", str(tiny_model), "--tasks", "hellaswag", "--n_shot", "0", "--cluster",
+                   "leonardo", "--skip_checks", "--dry_run", "--output_dir", str(tmp_path), "--max_array_len", "3",
+                   "--nodelist", "lrdn[0001-0004]", "--slurm_template_var",
+                   '{"PARTITION": "boost_usr_prod", "ACCOUNT": "A1", "SLURM_MEM": "64G", "TIME": "02:00:00"}')
+    assert r.returncode == 0, r.stderr
+    (run,) = tmp_path.iterdir()
+    script = (run / "submit_evals.sbatch").read_text()
+    for line in ("#SBATCH --partition=boost_usr_prod", "#SBATCH --account=A1", "#SBATCH --mem=64G",
+                 "#SBATCH --time=02:00:00", "#SBATCH --nodelist='lrdn[0001-0004]'"):
+        assert line in script, line
+    assert json.loads((run / "run.json").read_text())["cluster_config"]["max_running"] == 3
+    assert "%3" in r.stdout or "%1" in r.stdout  # the throttle (at most the tasks the run has)

@@ -1,5 +1,6 @@
 """clusters.json: validation naming the bad field, user overrides, detection by hostname."""
 
+import dataclasses
 import json
 
 import pytest
@@ -92,7 +93,7 @@ def test_a_user_file_merges_into_nested_objects_field_by_field(tmp_path):
                                             ("2-0", 2880), ("1-02", 1560), ("1-02:30", 1590),
                                             ("1-00:00:01", 1441), ("24:00:00", 1440)])
 def test_times_read_as_sbatch_reads_them(value, minutes):
-    from oellm.clusters import parse_time
+    from oellm.sitevalues import parse_time
 
     assert parse_time(value, "max_time") == minutes
 
@@ -128,7 +129,10 @@ def test_packing_keeps_models_together_and_chunks_respect_limits(tmp_path):
     assert arrays.default_evals_per_task(cfg) == 3
     rows = [EvalRow(m, f"t{i}", 0) for m in ("a", "b") for i in range(7)]
     packed = arrays.pack(rows, 3)
-    assert [r.task_index for r in packed] == [0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 4, 4, 5]
+    index = {(r.model, r.task): r.task_index for r in packed}
+    assert [index[("a", f"t{i}")] for i in range(7)] == [0, 0, 0, 1, 1, 1, 4]  # full tasks first, remainders
+    assert [index[("b", f"t{i}")] for i in range(7)] == [2, 2, 2, 3, 3, 3, 5]  # after them: one time limit each
+    assert [r.task_index for r in packed] == sorted(r.task_index for r in packed)
     sub = arrays.plan_submission(range(6), cfg, slurm_max_array=None, queued_now=4)
     assert [(c.offset, c.size, c.array) for c in sub.chunks] == [(0, 4, "0-3%3"), (4, 1, "0-0%1")]
     assert sub.held_back == 1
@@ -149,3 +153,74 @@ def test_a_suite_with_its_own_image_gets_its_own_tasks_and_chunks(tmp_path):
     sub = arrays.plan_submission(range(3), cfg, None, 0, arrays.image_keys(packed, cfg))
     assert [(c.offset, c.size, c.image) for c in sub.chunks] == [(0, 1, ""), (1, 2, "lighteval")]
     assert cfg.for_suite("lighteval").container.image == "/l.sif" and cfg.for_suite("lm_eval") is cfg
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"sbatch_options": {"nodes": "2"}}, "mysite.sbatch_options.nodes: '2'; an array task is one worker process on one node"),
+    ({"sbatch_options": {"ntasks_per_node": "4"}}, "mysite.sbatch_options.ntasks_per_node: '4'"),
+    ({"gres": "gpu:a100:1", "gpus_per_task": 4}, "gres 'gpu:a100:1' books 1 GPU\\(s\\) but gpus_per_task is 4"),
+    ({"gpus_per_task": 2, "sbatch_options": {"gres": "gpu:4"}}, "gres 'gpu:4' books 4 GPU\\(s\\) but gpus_per_task is 2"),
+    ({"gpu_mode": "both"}, "mysite.gpu_mode: 'both'; use workers"),
+    ({"env": {"A": "$B/x", "B": "$A/y"}}, r"mysite.env: the values use each other in a cycle \(A -> B -> A\)"),
+])
+def test_what_one_worker_on_one_node_cannot_use_is_refused(tmp_path, entry, words):
+    with pytest.raises(OellmError, match=words):
+        load_clusters(user_file(tmp_path, {"mysite": entry}))
+
+
+def test_command_line_multi_node_and_gres_disagreement_are_refused():
+    from oellm.plan.overrides import SlurmOverrides, with_overrides
+    from oellm.sitevalues import gres_for
+
+    leo = load_clusters()["leonardo"]
+    with pytest.raises(OellmError, match="command line: leonardo.sbatch_options.nodes: '2'"):
+        with_overrides(leo, SlurmOverrides(sbatch_option=["nodes=2"]))
+    with pytest.raises(OellmError, match="gres 'gpu:a100:1' books 1 GPU"):
+        with_overrides(dataclasses.replace(leo, gres="gpu:a100:1"), SlurmOverrides(gpus_per_task=4))
+    both = with_overrides(dataclasses.replace(leo, gres="gpu:a100:1"),
+                          SlurmOverrides(gpus_per_task=4, sbatch_option=["gres=gpu:a100:4", "nodes=1"]))
+    assert both.gpus_per_task == 4 and gres_for(both.sbatch_options["gres"], 2) == "gpu:a100:2"
+
+
+def test_env_values_are_ordered_after_the_keys_they_use_and_expanded_that_way():
+    from oellm.sitevalues import env_order, expand_env
+
+    env = {"HF_DATASETS_CACHE": "$HF_HOME/datasets", "HF_HOME": "$SCRATCH/hf", "PATH": "$PATH:/x"}
+    assert [k for k, _ in env_order(env, "e")] == ["HF_HOME", "HF_DATASETS_CACHE", "PATH"]
+    out = expand_env(env, {"SCRATCH": "/s", "PATH": "/bin"}, "e")
+    assert out == {"HF_HOME": "/s/hf", "HF_DATASETS_CACHE": "/s/hf/datasets", "PATH": "/bin:/x"}
+    with pytest.raises(OellmError, match=r"e.HF_HOME: '\$SCRATCH/hf' uses \$SCRATCH, which is not set here"):
+        expand_env(env, {"PATH": "/bin"}, "e")
+
+
+def test_time_limit_0_is_refused_naming_what_slurm_means():
+    with pytest.raises(OellmError, match="--time_limit 0: SLURM reads 0 as no limit"):
+        arrays.check_time_limit("0", load_clusters()["leonardo"])
+
+
+def _limits(cfg, rows, per_task=None):
+    plan = arrays.RunPlan.build(rows, cfg, per_task, None, 0)
+    return plan.minutes, [(c.offset, c.size, c.minutes) for c in plan.submission.chunks]
+
+
+def test_each_array_task_asks_for_the_time_of_its_own_rows():
+    """U1: the limit follows the fullest task, not the run's row count; smaller tasks' chunks ask less."""
+    leo = load_clusters()["leonardo"]  # 10 min per row, 24 h max: 1.5 x rows x 10 + 5
+    assert _limits(leo, [EvalRow(f"m{i}", "t", 0) for i in range(4)]) == (20, [(0, 4, None)])
+    assert _limits(leo, [EvalRow(f"m{i}", "t", 0) for i in range(72)])[0] == 20
+    assert _limits(leo, [EvalRow(m, f"t{i}", 0) for m in "ab" for i in range(30)])[0] == 455  # 07:35:00
+    minutes, chunks = _limits(leo, [EvalRow("a", f"t{i}", 0) for i in range(5)] + [EvalRow("b", "t", 0)], 4)
+    assert minutes == 65 and chunks == [(0, 1, None), (1, 2, 20)]  # a: 4 rows, a: 1 row, b: 1 row
+    rows = [EvalRow(m, f"t{i}", 0) for m in "abc" for i in range(5)]  # 4 + 1 rows per model: 2 sbatch calls, not 6
+    assert _limits(leo, rows, 4) == (65, [(0, 3, None), (3, 3, 20)])
+
+
+def test_workers_mode_divides_a_tasks_rows_over_its_gpus_in_limit_and_estimate():
+    jureca = load_clusters()["jureca"]
+    assert (jureca.gpus_per_task, jureca.gpu_mode, jureca.row_workers) == (4, "workers", 4)
+    rows = arrays.pack([EvalRow("m", f"t{i}", 0) for i in range(8)], 8)
+    assert arrays.time_limit(jureca, 8) == 35  # 2 rows per GPU worker
+    assert arrays.gpu_hours(rows, jureca) == pytest.approx(2 * 10 / 60 * 4)
+    spread = dataclasses.replace(jureca, gpu_mode="spread")
+    assert spread.spreads and spread.row_workers == 1 and arrays.time_limit(spread, 8) == 125
+    assert arrays.gpu_hours(rows, spread) == pytest.approx(8 * 10 / 60 * 4)

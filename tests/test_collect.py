@@ -22,7 +22,7 @@ from oellm.results import gather as gather_mod
 from oellm.results.collect import Collect, missing_rows, write_missing
 from oellm.results.collect import collect_results as _collect_results
 from oellm.results.gather import collect
-from oellm.results.tables import leaderboard, to_markdown
+from oellm.results.tables import Board, board, leaderboard, pick_metric, to_markdown
 from oellm.rows import EvalRow
 from oellm.rundir import write_jobs, write_json
 from tests.fixtures_models import make_run_dir
@@ -147,14 +147,15 @@ def test_outputs_leaderboard_and_plots(evaluated: dict, tmp_path: Path, capsys: 
     collect_results(f"{run.path},{evaluated['lm_out']}", output_csv=tmp_path / "t.parquet", plot=tmp_path / "plots",
                     format="markdown")
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("| model | tiny_group acc_norm 0-shot") and "train@step100" in out
+    assert out.splitlines()[0].startswith("| model | tiny_group acc_norm 0-shot") and "| train@step100 limit=4 |" in out
     collect_results(str(run.path), output_csv=tmp_path / "t.csv", format="table")
     assert "tiny_mc_a acc_norm 2-shot" in capsys.readouterr().out
     pq, csv = pd.read_parquet(tmp_path / "t.parquet"), pd.read_csv(tmp_path / "t.csv")
     assert len(csv) == len(pq) and set(pq.columns) == set(csv.columns) and pq.step.dtype == "Int64"
     assert (pq.source == str(evaluated["lm_file"])).sum() == 2 and not (csv.source == str(evaluated["lm_file"])).any()
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert pngs == ["curves_train.png", "heatmap.png"]  # one model (its checkpoints' parent dir) with 2 steps
+    # one model (its checkpoints' parent dir) with 2 steps; evaluated with --limit, which its name says
+    assert pngs == ["curves_train_limit_4.png", "heatmap.png"]
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
@@ -254,13 +255,13 @@ def test_leaderboard_prefers_acc_norm_and_honours_metric(tmp_path: Path) -> None
                                 "c.json": fake(c, "2025-01-01", acc=0.125, **{"f1,none": 0.9})})
     df = collect([d]).table
     board = leaderboard(df)
-    assert list(board.columns) == ["t1 acc_norm 0-shot", "t1 acc_norm 5-shot", "t2 acc_norm"]
+    assert list(board.columns) == ["t1 acc_norm 0-shot", "t1 acc_norm 5-shot", "t2 acc_norm", "average"]
     assert board.loc["org/a [revision=x]", "t1 acc_norm 0-shot"] == pytest.approx(0.6)
     assert board.loc["m@step50", "t2 acc_norm"] == pytest.approx(0.225)
     assert list(leaderboard(df, "f1").columns) == ["t2 f1"]
     md = to_markdown(leaderboard(df, "acc")).splitlines()
-    assert md[0] == "| model | t1 acc 0-shot | t1 acc 5-shot | t2 acc |" and len(md) == 2 + 3
-    assert md[2] == "| m@step50 |  |  | 0.1250 |"
+    assert md[0] == "| model | t1 acc 0-shot | t1 acc 5-shot | t2 acc | average |" and len(md) == 2 + 3
+    assert md[2] == "| m@step50 |  |  | 0.1250 |  |"  # an average only over every task
 
 
 @pytest.mark.fast
@@ -306,3 +307,130 @@ def test_cli_signature_parses_lists_and_bare_flags(tmp_path: Path, monkeypatch: 
     out = capsys.readouterr().out
     assert out.startswith("| model | t1 acc_norm |\n") and "1 planned evaluation(s) without a result" in out
     assert [r.row_id for r in rows_from_csv(run.path / "missing.csv")] == [A.row_id]
+
+
+# ---------------------------------------------------------------- fast: the leaderboard never hides a value
+
+
+def board_of(*folders: Path, **options) -> Board:
+    return board(collect(list(folders)).table, **options)
+
+
+@pytest.mark.fast
+def test_models_sharing_a_base_name_get_labels_that_tell_them_apart(tmp_path: Path) -> None:
+    rows = [EvalRow("/s/runA/model", "t1", 0), EvalRow("/s/runB/model", "t1", 0),
+            EvalRow("/a/run7/checkpoint-1000", "t1", 0, step=1000), EvalRow("/b/run7/checkpoint-1000", "t1", 0, step=1000),
+            EvalRow("/b/run7/checkpoint-2000", "t1", 0, step=2000), EvalRow("org/model", "t1", 0)]
+    d = folder(tmp_path / "r", {f"{i}.json": fake(r, "2025-01-01", acc=i / 10) for i, r in enumerate(rows)})
+    table = board_of(d).table
+    assert list(table.index) == ["a/run7@step1000", "b/run7@step1000", "b/run7@step2000", "org/model",
+                                 "runA/model", "runB/model"]
+    assert sorted(table["t1 acc_norm"]) == pytest.approx([0.1 + i / 10 for i in range(6)])  # every value shown
+
+
+@pytest.mark.fast
+def test_a_limited_run_is_a_row_of_its_own_whatever_the_order(tmp_path: Path) -> None:
+    full = folder(tmp_path / "local1", {"1.json": fake(A, "2025-01-01", acc=0.1667)})
+    limited = folder(tmp_path / "limrun", {"1.json": fake(replace(A, limit=5.0), "2025-02-01", acc=0.4)})
+    for order in ([full, limited], [limited, full]):
+        col = board_of(*order).table["t1 acc_norm"]
+        assert col.to_dict() == pytest.approx({"org/a [revision=x]": 0.2667, "org/a [revision=x] limit=5": 0.5})
+
+
+@pytest.mark.fast
+def test_a_cell_with_two_values_shows_the_newest_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ours = folder(tmp_path / "ours", {"1.json": fake(B, "2025-01-01T00:00:00+00:00", acc=0.3)})
+    plain = fake(B, "", acc=0.6)  # the same model through the lm_eval CLI: no oellm provenance, no n-shot
+    plain.update(config={"model_args": f"pretrained={B.model}"}, date=1.75e9)  # 2025-06-15
+    del plain["oellm"], plain["n-shot"]
+    theirs = folder(tmp_path / "theirs", {"results_x.json": plain})
+    for order in ([ours, theirs], [theirs, ours]):
+        b = board_of(*order)
+        assert b.table.loc["org/b", "t1 acc_norm"] == pytest.approx(0.7)
+        [note] = b.notes
+        assert "org/b / t1 acc_norm: 2 values; showing the newest 0.7000" in note and str(ours / "1.json") in note
+    collect_results(f"{ours},{theirs}", format="none")
+    assert "oellm: note: org/b / t1 acc_norm: 2 values" in capsys.readouterr().err
+
+
+@pytest.mark.fast
+def test_a_chat_evaluation_is_a_row_of_its_own_beside_the_plain_one(tmp_path: Path) -> None:
+    """lm-eval options change the numbers: a chat-template run of the same model, task and shots never
+    shares (or replaces) the plain run's cell, in oellm's results and in the lm_eval CLI's alike."""
+    from oellm.options import row_options
+
+    chat = EvalRow(B.model, B.task, B.n_shot, options=row_options(apply_chat_template=True))
+    ours_chat = fake(chat, "2025-02-01T00:00:00+00:00", acc=0.2)
+    ours_chat["oellm"]["row"]["options"] = chat.options
+    cli_chat = fake(B, "", acc=0.4)  # the lm_eval CLI with --apply_chat_template --system_instruction
+    cli_chat.update(config={"model_args": f"pretrained={B.model}"}, date=1.75e9, chat_template="{{x}}",
+                    fewshot_as_multiturn=True, system_instruction="Be brief.")
+    del cli_chat["oellm"]
+    d = folder(tmp_path / "runs", {"plain.json": fake(B, "2025-01-01T00:00:00+00:00", acc=0.3),
+                                   "chat.json": ours_chat, "results_cli.json": cli_chat})
+    b = board_of(d)
+    assert not b.notes, b.notes
+    assert b.table.loc["org/b", "t1 acc_norm"] == pytest.approx(0.4)
+    assert b.table.loc["org/b (chat)", "t1 acc_norm"] == pytest.approx(0.3)
+    assert b.table.loc["org/b (chat sys)", "t1 acc_norm"] == pytest.approx(0.5)
+
+
+def gsm8k_like(row: EvalRow, order: tuple[str, str]) -> dict:
+    result = fake(row, "2025-01-01")
+    values = {"strict-match": 0.25, "flexible-extract": 0.75}
+    result["results"] = {row.task: {f"exact_match,{f}": values[f] for f in order} |
+                         {f"exact_match_stderr,{f}": 0.01 for f in order}}
+    return result
+
+
+@pytest.mark.fast
+def test_generation_tasks_show_their_primary_filter_named_in_the_column(tmp_path: Path) -> None:
+    g = EvalRow("org/a", "gsm8k", 5)
+    assert pick_metric(["exact_match,flexible-extract", "exact_match,strict-match"], "exact_match") == \
+        "exact_match,strict-match"
+    for order in (("strict-match", "flexible-extract"), ("flexible-extract", "strict-match")):
+        d = folder(tmp_path / "-".join(order), {"g.json": gsm8k_like(g, order)})
+        for options in ({}, {"task_metrics": {"gsm8k": "exact_match"}}):
+            table = board_of(d, **options).table
+            assert table.to_dict() == {"gsm8k exact_match (strict-match)": {"org/a": 0.25}}
+        assert list(board_of(d, metric="exact_match,flexible-extract").table.columns) == [
+            "gsm8k exact_match (flexible-extract)"]  # asked for by name: shown, and named
+
+
+@pytest.mark.fast
+def test_averages_per_task_group_and_overall_only_over_complete_rows(tmp_path: Path, capsys) -> None:
+    from oellm.task_groups import GroupTask
+
+    rows = [EvalRow("org/a", "t1", 0), EvalRow("org/a", "t2", 0), EvalRow("org/a", "t3", 5), EvalRow("org/b", "t1", 0)]
+    d = folder(tmp_path / "r", {f"{i}.json": fake(r, "2025-01-01", acc=0.1 * (i + 1)) for i, r in enumerate(rows)})
+    groups = {"g": [GroupTask("t1", (0,), "lm_eval"), GroupTask("t2", (0,), "lm_eval")],
+              "uncovered": [GroupTask("t1", (0,), "lm_eval"), GroupTask("t9", (0,), "lm_eval")]}
+    b = board_of(d, groups=groups)
+    assert list(b.table.columns) == ["t1 acc_norm", "t2 acc_norm", "t3 acc_norm", "avg g", "average"]
+    assert b.averages == {"avg g": ["t1 acc_norm", "t2 acc_norm"], "average": ["t1 acc_norm", "t2 acc_norm", "t3 acc_norm"]}
+    assert b.table.loc["org/a", "avg g"] == pytest.approx(0.25) and b.table.loc["org/a", "average"] == pytest.approx(0.3)
+    assert b.table.loc["org/b"].isna().tolist() == [False, True, True, True, True]  # b lacks t2, t3: no average
+    f = tmp_path / "groups.yaml"
+    f.write_text("task_groups:\n  g:\n    n_shots: [0]\n    tasks:\n      - task: t1\n      - task: t2\n")
+    collect_results(str(d), format="markdown", task_groups_file=f)
+    assert capsys.readouterr().out.splitlines()[0] == "| model | t1 acc_norm | t2 acc_norm | t3 acc_norm | avg g | average |"
+
+
+@pytest.mark.e2e
+def test_the_html_report_carries_the_real_workers_provenance(evaluated: dict, tmp_path: Path) -> None:
+    import oellm
+    from tests.test_report import embedded
+
+    run, page = evaluated["run"], tmp_path / "report.html"
+    collect_results(str(run.path), format="none", html=page)
+    data = embedded(page)
+    assert {r["label"] for r in data["rows"]} == {"train@step100 limit=4", "train@step200 limit=4"}
+    result = json.loads(run.result_path(evaluated["rows"][0].row_id).read_text())["oellm"]
+    [prov] = {json.dumps(p, sort_keys=True) for p in data["prov"] if p["n_shot"] == 0}
+    prov = json.loads(prov)
+    assert (prov["host"], prov["oellm_version"], prov["lm_eval_version"]) == (
+        result["host"], oellm.__version__, result["lm_eval_version"])
+    assert prov["cluster"] == "local" and prov["limit"] == LIMIT and prov["dir"] == str(run.results)
+    [missing] = data["missing"]
+    assert [r["row_id"] for r in missing["rows"]] == [evaluated["unrun"].row_id]
+    assert missing["commands"][-1] == f"oellm schedule-eval --eval_csv_path {run.path}/missing.csv --limit {LIMIT}"

@@ -193,8 +193,9 @@ def test_oom_rows_get_half_the_batch_size_and_an_explicit_one_wins() -> None:
     assert _overrides(states, {0, 1, 2}, manifest, None, None) == {"0": {"batch_size": 4}, "2": {"batch_size": 1}}
     assert _overrides(states, {0, 1}, {"batch_size": "auto"}, None, None) == {}  # lm-eval's auto probes memory
     assert _overrides(states, {1}, manifest, "3", None) == {"1": {"batch_size": 3}}
-    assert _overrides(states, {0, 1}, manifest, None, 2) == {"0": {"batch_size": 4, "parallelize": True},
-                                                              "1": {"parallelize": True}}
+    assert _overrides(states, {0, 1}, manifest, None, True) == {"0": {"batch_size": 4, "parallelize": True},
+                                                                 "1": {"parallelize": True}}
+    assert _overrides(states, {1}, manifest, None, False) == {"1": {"parallelize": False}}  # --gpu_mode workers
 
 
 @pytest.mark.fast
@@ -205,8 +206,8 @@ def test_oom_tasks_that_would_get_nothing_different_are_pointed_out() -> None:
     manifest = {"batch_size": "auto", "task_overrides": {"1": {"batch_size": 1}}}
     assert _oom_note(states, {0, 1}, manifest, _overrides(states, {0, 1}, manifest, None, None), None) == \
         "note: 2 task(s) ran out of memory with a batch size that cannot be halved (1, auto); " \
-        "pass --batch_size N or --gpus_per_task N to change what they get"
-    assert _oom_note(states, {0, 1}, manifest, {}, 2) is None
+        "pass --batch_size N, or --gpus_per_task N --gpu_mode spread to spread the model"
+    assert _oom_note(states, {0, 1}, manifest, {}, True) is None
     assert _oom_note(states, {0, 1}, {"batch_size": 8}, _overrides(states, {0, 1}, {"batch_size": 8}, None, None),
                      None) is None  # halved to 4
 
@@ -402,7 +403,8 @@ def test_resubmit_doubles_the_time_limit_of_timed_out_tasks_only() -> None:
     states = [st.RowState(ref(0), "timeout"), st.RowState(ref(1), "failed"), st.RowState(ref(2), "timeout"),
               st.RowState(ref(3), "cancelled")]
     assert _groups(states, [0, 1, 2, 3], manifest, cluster, None, None) == {
-        ("--time=01:20:00",): [0], (): [1, 3], ("--time=02:00:00",): [2]}  # 2 x 90 min, capped at max_time
+        ("--time=01:20:00",): [0], (): [1], ("--time=02:00:00",): [2],  # 2 x 90 min, capped at max_time
+        ("--time=01:30:00",): [3]}  # not timed out: it keeps the limit of its last submission
     assert _groups(states, [0, 1], manifest, cluster, 30, 2) == {("--time=00:30:00", "--gres=gpu:2"): [0, 1]}
 
 
@@ -464,3 +466,64 @@ def test_status_without_a_run_on_an_unknown_host_says_what_to_pass(monkeypatch: 
     with pytest.raises(OellmError, match=r"^which runs\? pass a run dir \(`oellm status RUN_DIR`\) or --output_dir "
                                          r"DIR; host 'login.nowhere.example' matches no known cluster"):
         status()
+
+
+@pytest.mark.fast
+def test_status_read_through_head_ends_quietly(tmp_path: Path) -> None:
+    """U9: `oellm status RUN | head` must not end in a BrokenPipeError traceback."""
+    rows = [EvalRow("m", f"t{i}", 0) for i in range(1500)]
+    run = make_run_dir(tmp_path, rows)
+    for r in read_jobs(run.jobs):
+        run.write_state(r.row_id, failed(error="ValueError: " + "x" * 200))
+    cmd = f"{sys.executable} -m oellm status {run.path} --json | head -c 100 >/dev/null"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@pytest.mark.fast
+def test_a_dry_run_dir_says_so_and_is_not_resubmitted_without_the_checks(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """C6: a dry run was never pre-cached, proven or checked for site placeholders."""
+    from oellm.errors import OellmError
+    from oellm.runs.resubmit import Resubmit, resubmit
+
+    leo = {"partition": "p", "account": "<your-account>", "gpus_per_task": 1}
+    run = make_run_dir(tmp_path, [EvalRow("m", "t", 0)], executor="slurm", cluster="leonardo",
+                       cluster_config=leo, dry_run=True, submissions=[])
+    with pytest.raises(OellmError, match=f"{run.path} is a dry run: nothing was pre-cached or proven"):
+        resubmit(Resubmit(run_dir=run.path))
+    show(run.path, None, False, False)
+    assert capsys.readouterr().out.startswith("dry run: nothing was pre-cached, proven or submitted here")
+    list_runs(run.path.parent)
+    assert f"{run.path.name}  slurm/leonardo dry run  rows 1" in capsys.readouterr().out
+    legacy = make_run_dir(tmp_path, [EvalRow("m", "t", 0)], executor="slurm", cluster="leonardo",
+                          cluster_config=leo, submissions=[], held_back_tasks=0)  # made before run.json said so
+    with pytest.raises(OellmError, match="is a dry run"):
+        resubmit(Resubmit(run_dir=legacy.path))
+
+
+@pytest.mark.fast
+def test_a_moved_run_dir_gets_its_script_rendered_for_where_it_is_now(tmp_path: Path) -> None:
+    """C7: the worker line, the logs and the output-root bind name the dir's current path, not the original's."""
+    import dataclasses
+
+    from oellm.clusters import load_clusters
+    from oellm.container import plan_binds
+    from oellm.render import render_for_path, render_sbatch, rendered_for
+
+    leo = dataclasses.replace(load_clusters()["leonardo"], account="A")
+    old_root, new_root = tmp_path / "scratch" / "runs", tmp_path / "project" / "copies"
+    for d in (old_root / "2026-01-02-03-04-05", new_root / "2026-01-02-03-04-05", tmp_path / "model"):
+        d.mkdir(parents=True)
+    old, new = str(old_root / "2026-01-02-03-04-05"), str(new_root / "2026-01-02-03-04-05")
+    paths = [str(old_root), str(tmp_path / "model")]
+    manifest = {"time_limit": "00:20:00", "script": {"python": "python3", "inherited": {"HF_HOME": "/h"},
+                                                     "bind_paths": paths}}
+    first = render_sbatch(leo, run_dir=old, job_name="oellm-2026-01-02-03-04-05", time_minutes=20, python="python3",
+                          binds=plan_binds(leo, paths, {}), inherited={"HF_HOME": "/h"})
+    assert rendered_for(first) == old
+    again = render_for_path(leo, manifest, old, new, "python3")
+    assert again == render_sbatch(leo, run_dir=new, job_name="oellm-2026-01-02-03-04-05", time_minutes=20,
+                                  python="python3", binds=plan_binds(leo, [str(new_root), str(tmp_path / "model")], {}),
+                                  inherited={"HF_HOME": "/h"})
+    assert old not in again and str(old_root) not in again and rendered_for(again) == new

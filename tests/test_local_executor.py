@@ -63,3 +63,47 @@ def test_ctrl_c_stops_workers_and_keeps_finished_results(tmp_path, tiny_model, t
     assert len(list((run / "results").glob("*.json"))) == 1 and not list((run / "results").glob(".*tmp"))
     leftover = subprocess.run(["pgrep", "-f", f"oellm worker --run_dir {run}"], capture_output=True, text=True)
     assert leftover.stdout == "", "worker processes left running"
+
+
+def test_a_task_with_several_gpus_runs_one_worker_per_gpu(tmp_path, tiny_model, tiny_tasks):
+    """W4: an array task that books N GPUs (the node sets CUDA_VISIBLE_DEVICES=0,1: faked here on CPU) runs N
+    workers, each on one GPU with its share of the rows and its own model load; `spread` keeps one process."""
+    from oellm.rows import EvalRow
+    from tests.fixtures_models import make_run_dir
+
+    rows = [EvalRow(str(tiny_model), t, s, limit=4) for t in ("tiny_mc_a", "tiny_mc_b") for s in (0, 1)]
+    for parallelize, workers in ((False, 2), (True, 1)):
+        run = make_run_dir(tmp_path / str(parallelize), rows, include_paths=[tiny_tasks], parallelize=parallelize)
+        p = subprocess.run([sys.executable, "-m", "oellm", "worker", "--run_dir", str(run.path), "--index", "0"],
+                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        pids: dict[int, int] = {}
+        for r in rows:
+            doc = json.loads(run.result_path(r.row_id).read_text())["oellm"]
+            pids[doc["model_load"]["pid"]] = pids.get(doc["model_load"]["pid"], 0) + 1
+        assert sorted(pids.values()) == ([2, 2] if workers == 2 else [4]), pids
+        assert p.stderr.count("loading pretrained=") == workers
+        assert ("2 workers, one per GPU (CUDA_VISIBLE_DEVICES=0,1)" in p.stderr) == (workers == 2)
+
+
+def test_the_gpu_mode_is_planned_recorded_and_estimated_honestly(tmp_path, tiny_model, tiny_tasks):
+    """W4: `--gpus_per_task 4` on a whole-node site books 4 GPUs in every mode; the estimate and the time limit
+    follow what the GPUs do (4 workers: a quarter of the rows each; spread: all rows in one process)."""
+    def plan(*extra: str) -> tuple[str, dict]:
+        out = tmp_path / f"runs{len(extra)}"
+        r = subprocess.run([sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "jureca", "--models",
+                            str(tiny_model), "--tasks", "tiny_mc_a,tiny_mc_b,tiny_group,tiny_raises", "--n_shot", "0,1",
+                            "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(out), "--dry_run", *extra],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        (run,) = out.iterdir()
+        return r.stdout, json.loads((run / "run.json").read_text())
+
+    text, manifest = plan()  # jureca ships 4 GPUs per task, workers
+    assert (manifest["gpu_mode"], manifest["parallelize"], manifest["time_limit"]) == ("workers", False, "00:35:00")
+    assert "estimate:  1.3 GPU-hours booked at 10 min per evaluation (4 GPUs per task: one worker per GPU" in text
+    text, manifest = plan("--gpu_mode", "spread")
+    assert (manifest["gpu_mode"], manifest["parallelize"], manifest["time_limit"]) == ("spread", True, "02:05:00")
+    assert "estimate:  5.3 GPU-hours booked" in text and "one model spread over them" in text
+    assert "#SBATCH --gres=gpu:4" in next((tmp_path / "runs2").iterdir()).joinpath("submit_evals.sbatch").read_text()

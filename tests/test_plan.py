@@ -94,7 +94,7 @@ def test_eval_csv_as_in_the_docs(tmp_path):
 
 @pytest.mark.parametrize("body, words", [
     ("model,task\nx,y\n", "missing column"),
-    ("model_path,task_path,n_shot\norg/a,hellaswag,0\norg/b,hellaswag,-1\n", "line 3: --n_shot"),
+    ("model_path,task_path,n_shot\norg/a,hellaswag,0\norg/b,hellaswag,-1\n", "line 3: n_shot"),
     ("model_path,task_path,n_shot\norg/a,hellaswag,0\norg/a,hellaswag\n", "line 3: wrong number of fields"),
     ("model_path,task_path,n_shot\norg/a,hellaswag,0\norg/a,hellaswag,0\n", "line 3 repeats the evaluation of line 2"),
     ("model_path,task_path,n_shot\n", "no rows"),

@@ -109,3 +109,38 @@ def test_a_bind_singularity_would_split_is_refused(tmp_path):
     (tmp_path / "a:b").mkdir()
     with pytest.raises(OellmError, match="Singularity splits --bind on ':' and ','"):
         plan_binds(CLUSTERS["lumi"], [str(tmp_path / "a:b")])
+
+
+def test_a_script_runs_as_written_on_a_node_image_var_env_order_and_modules():
+    """C9: $WORK in the image expands on the node; C10: an env value using another key comes after it (set -u);
+    Lmod's `module` reading unset variables does not trip `set -u`."""
+    c = CLUSTERS["leonardo"]
+    cfg = dataclasses.replace(c, modules=("python/3.11",), env={"HF_DATASETS_CACHE": "$HF_HOME/datasets",
+                                                               "HF_HOME": "$SCRATCH/hf"},
+                              container=dataclasses.replace(c.container, image="$WORK/images/eval.sif"))
+    script = render_sbatch(cfg, run_dir="/r", job_name="j", time_minutes=10, python="python3")
+    module = 'module() { : "$LMOD_UNSET_THING"; }; export -f module; '
+    out = subprocess.run(["bash", "-c", module + 'bash -c "$0" x', _head_only(script)],
+                         env={"PATH": "/usr/bin:/bin", "SCRATCH": "/s", "WORK": "/w"}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["IMAGE=/w/images/eval.sif", "HF_HOME=/s/hf", "HF_DATASETS_CACHE=/s/hf/datasets"]
+
+
+def _head_only(script: str) -> str:
+    before, after = script.split('OFFSET="${1:-0}"')
+    after = after.split("# The worker sees")[0] if "# The worker sees" in after else ""  # no container: the worker
+    return (before + after
+            + 'printf "%s\\n" "IMAGE=${IMAGE:-}" "HF_HOME=$HF_HOME" "HF_DATASETS_CACHE=${HF_DATASETS_CACHE:-}"\n')
+
+
+def test_without_a_container_the_caches_the_pre_cache_filled_are_pinned():
+    """C5: a resubmit from cron (no HF_HOME) must read the cache the login shell's pre-cache filled."""
+    from oellm.container import inherited_env
+
+    cfg = CLUSTERS["local"]
+    inherited = inherited_env(cfg, {"HF_HOME": "/login/hf", "OELLM_CACHE_DIR": "/login/oellm", "PATH": "/x"})
+    assert inherited == {"HF_HOME": "/login/hf", "OELLM_CACHE_DIR": "/login/oellm"}
+    script = render_sbatch(cfg, run_dir="/r", job_name="j", time_minutes=10, python="python3", inherited=inherited)
+    out = subprocess.run(["bash", "-c", _head_only(script)], env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                         text=True, check=True)
+    assert "HF_HOME=/login/hf" in out.stdout.splitlines()

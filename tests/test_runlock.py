@@ -72,3 +72,41 @@ def test_cancel_of_a_local_run_is_refused_and_leaves_no_lock(tmp_path: Path) -> 
     assert r.returncode == 2 and "is a local run" in r.stderr and r.stderr.count("\n") == 1
     assert not (run.path / "run.lock").exists()
     assert json.loads((run.path / "run.json").read_text()).get("cancelled") is None
+
+
+# a taker that judges the lock stale, then is slow (as a loaded login node is): the window of the race
+TAKER = """
+import os, sys, time
+from pathlib import Path
+from oellm import runlock
+judge = runlock._is_stale
+def slow(holder, now):
+    stale = judge(holder, now)
+    time.sleep(0.3)
+    return stale
+runlock._is_stale = slow
+lock, inside, go = sys.argv[1:4]
+while not os.path.exists(go):
+    time.sleep(0.005)
+with runlock.locked(Path(lock), wait_s=60, poll_s=0.05):
+    try:
+        fd = os.open(inside, os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        sys.exit(3)  # the other taker holds the lock too
+    time.sleep(0.6)
+    os.close(fd)
+    os.unlink(inside)
+"""
+
+
+def test_two_takers_of_a_dead_holders_lock_never_both_win(tmp_path: Path) -> None:
+    """Both judge the lock stale at once; the second must not remove the first one's fresh lock."""
+    lock, inside, go = tmp_path / "run.lock", tmp_path / "inside", tmp_path / "go"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {int(dead.stdout)} {time.time()}\n")
+    procs = [subprocess.Popen([sys.executable, "-c", TAKER, str(lock), str(inside), str(go)], cwd=REPO)
+             for _ in range(2)]
+    time.sleep(1.0)  # both imported and waiting
+    go.touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0], "both takers held the lock at once"
+    assert not lock.exists() and not (tmp_path / "run.lock.break").exists()

@@ -178,3 +178,94 @@ def test_preflight_is_remembered_and_a_bad_image_submits_nothing(slurm_cluster, 
     skipped = oellm(*args, "--force", "--no_preflight")
     assert skipped.returncode == 0 and "preflight:" not in skipped.stdout, skipped.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 3
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_every_gpu_a_task_books_runs_a_worker_on_slurm(slurm_cluster, container_shim, tiny_model, tiny_tasks,
+                                                        tmp_path):
+    """W4 on the real cluster: the task's node sets CUDA_VISIBLE_DEVICES=0,1 (faked: sbatch passes the
+    submitting shell's, as a --gres=gpu:2 node would set it); inside the container the task runs two workers,
+    each with its own device and half the rows."""
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", str(tiny_model), "--tasks", "tiny_mc_a,tiny_mc_b",
+              "--n_shot", "0,1", "--limit", "4", "--lm_eval_include_path", str(tiny_tasks), "--output_dir",
+              str(tmp_path / "runs"), "--clusters_file", str(clusters_file(tmp_path, slurm_cluster.partition)),
+              env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert r.returncode == 0, r.stderr
+    run = the_run(tmp_path / "runs")
+    subs = json.loads((run / "run.json").read_text())["submissions"]
+    assert set(wait_for_jobs([s["job_id"] for s in subs], timeout=300).values()) == {"COMPLETED"}
+    docs = [json.loads(p.read_text())["oellm"] for p in (run / "results").glob("*.json")]
+    pids = sorted({d["model_load"]["pid"] for d in docs})
+    assert len(docs) == 4 and len(pids) == 2 and all(d["array_task_id"] == 0 for d in docs)
+    assert "2 workers, one per GPU (CUDA_VISIBLE_DEVICES=0,1)" in (run / "slurm_logs" / f"{subs[0]['job_id']}_0.err").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_a_copied_run_dir_resubmits_into_itself_never_the_original(slurm_cluster, container_shim, tiny_model,
+                                                                    tmp_path):
+    """C7: a run dir copied to another root (scratch -> project space) resubmits its failed row into the copy:
+    the script is rendered for the copy and the container binds the copy's root, not the original's."""
+    import shutil
+
+    from tests.fixtures_models import build_tiny_tasks
+
+    tasks = build_tiny_tasks(tmp_path / "tasks")
+    cfile = clusters_file(tmp_path, slurm_cluster.partition)
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", str(tiny_model), "--tasks",
+              "tiny_mc_a,tiny_raises", "--limit", "4", "--lm_eval_include_path", str(tasks), "--output_dir",
+              str(tmp_path / "scratch"), "--clusters_file", str(cfile))
+    assert r.returncode == 0, r.stderr
+    original = the_run(tmp_path / "scratch")
+    subs = json.loads((original / "run.json").read_text())["submissions"]
+    wait_for_jobs([s["job_id"] for s in subs], timeout=240)
+    copy = tmp_path / "project" / original.name
+    shutil.copytree(original, copy)
+    before = sorted(p.name for p in (original / "results").iterdir())
+    (tasks / "utils.py").write_text((tasks / "utils.py").read_text().replace(
+        'raise ValueError("tiny_raises: deliberate failure")', "return dataset"))
+    again = oellm("resubmit", str(copy))
+    assert again.returncode == 0 and f"its script now names {copy}" in again.stdout, again.stderr
+    new = [s["job_id"] for s in json.loads((copy / "run.json").read_text())["submissions"]][len(subs):]
+    assert set(wait_for_jobs(new, timeout=240).values()) == {"COMPLETED"}
+    assert len(list((copy / "results").glob("*.json"))) == 2
+    assert sorted(p.name for p in (original / "results").iterdir()) == before  # nothing written there
+    call = shim_calls(container_shim)[-1]
+    binds = [call[i + 1] for i, a in enumerate(call) if a == "--bind"]
+    assert str(copy.parent) in binds and str(original.parent) not in binds
+    status = oellm("status", str(copy), "--json")
+    assert json.loads(status.stdout)["counts"]["done"] == 2, status.stdout
+
+
+@pytest.mark.slurm
+def test_each_chunk_asks_for_the_time_of_its_own_tasks(slurm_cluster, tiny_model, tiny_tasks, tmp_path):
+    """U1 on the real cluster: a task of 3 rows and a task of 1 row get SLURM time limits of their own."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in tiny_model.iterdir():
+        (other / f.name).symlink_to(f)
+    cfile = clusters_file(tmp_path, "debug", container=None, minutes_per_eval=10, max_time="10:00:00",
+                          sbatch_options={"begin": "now+1hour"})  # stays pending: we only read its limits
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", f"{tiny_model},{other}", "--tasks",
+              "tiny_mc_a,tiny_mc_b,tiny_group", "--n_shot", "0", "--evals_per_task", "3", "--lm_eval_include_path",
+              str(tiny_tasks), "--output_dir", str(tmp_path / "runs"), "--clusters_file", str(cfile), "--no_preflight")
+    assert r.returncode == 0, r.stderr
+    subs = json.loads((the_run(tmp_path / "runs") / "run.json").read_text())["submissions"]
+    try:
+        assert [(s["offset"], s["size"], s.get("options")) for s in subs] == [(0, 2, None)]  # both tasks: 3 rows
+        assert "time:      00:50:00 limit per array task" in r.stdout
+    finally:
+        slurm.cancel([s["job_id"] for s in subs])
+    r = oellm("schedule-eval", "--cluster", "testslurm", "--models", f"{tiny_model},{other}", "--tasks",
+              "tiny_mc_a,tiny_mc_b,tiny_group", "--n_shot", "0", "--evals_per_task", "2", "--lm_eval_include_path",
+              str(tiny_tasks), "--output_dir", str(tmp_path / "runs2"), "--clusters_file", str(cfile), "--no_preflight")
+    assert r.returncode == 0, r.stderr
+    subs = json.loads((the_run(tmp_path / "runs2") / "run.json").read_text())["submissions"]
+    try:
+        limits = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %l", "-j",
+                                 ",".join(s["job_id"] for s in subs)], capture_output=True, text=True, check=True)
+        got = sorted(line.split()[1] for line in limits.stdout.splitlines())
+        assert got == ["20:00", "20:00", "35:00", "35:00"], limits.stdout  # 2 rows: 35 min; 1 row: 20 min
+    finally:
+        slurm.cancel([s["job_id"] for s in subs])

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_expand_job_id_lists_and_ranges() -> None:
 
 @fast
 def test_parse_sacct_refuses_rows_in_another_format() -> None:
-    with pytest.raises(OellmError, match="JobID|State"):
+    with pytest.raises(OellmError, match=re.escape("unexpected sacct row '4|1_0|COMPLETED'; expected `JobID|State`")):
         slurm.parse_sacct("4|1_0|COMPLETED\n")  # JobIDRaw,JobID,State
 
 

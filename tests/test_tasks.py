@@ -42,7 +42,7 @@ def test_include_path_tasks_resolve_without_the_stock_index(tiny_tasks: Path, ca
     assert tm.include_path == [str(tiny_tasks)]
     assert {"tiny_group", "tiny_mc_a", "tiny_mc_b"} <= set(tm.task_index)
     assert len(tm.task_index) < 20  # the ~14.7k stock tasks were not indexed
-    assert not cache.exists(), "custom tasks alone must not pay for indexing lm-eval's own tasks"
+    assert not list(cache.glob("lm_eval-*")), "custom tasks alone must not pay for indexing lm-eval's own tasks"
     loaded = tm.load(["tiny_group"])
     assert set(loaded["tasks"]) == {"tiny_mc_a", "tiny_mc_b"}
 
@@ -56,7 +56,7 @@ def test_missing_include_path_is_one_clear_error(tmp_path: Path, cache: Path) ->
 @pytest.mark.e2e
 def test_stock_index_is_cached_per_lm_eval_version(stock_cache: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     files = list(stock_cache["dir"].iterdir())
-    assert [f.name for f in files] == [f"lm_eval-{tasks.lm_eval_version()}-tasks.json"]
+    assert [f.name for f in files] == [f"lm_eval-{tasks.lm_eval_version()}-tasks-{tasks.INDEX_FORMAT}.json"]
     cached = json.loads(files[0].read_text())
     assert not cached["hellaswag"]["yaml_path"].startswith("/"), "paths are stored relative to lm-eval's tasks dir"
     mtime = files[0].stat().st_mtime_ns
@@ -127,3 +127,27 @@ def test_an_lm_eval_without_the_task_modules_is_one_clear_error(tmp_path: Path,
     monkeypatch.setitem(sys.modules, "lm_eval.tasks._index", None)  # as on lm-eval 0.4.9-0.4.11
     with pytest.raises(OellmError, match=r"oellm needs lm-eval >= 0\.4\.12"):
         tasks.validate_tasks(["my_task"], [str(tmp_path)])
+
+
+@pytest.mark.fast
+def test_include_dir_index_is_kept_until_a_task_file_changes(tiny_tasks: Path, cache: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated plan over unchanged include dirs reads the index from disk (building it imports lm-eval's
+    task modules); an edited YAML is indexed again."""
+    import shutil
+
+    d = tmp_path / "tasks"
+    shutil.copytree(tiny_tasks, d)
+    scans = []
+    real = tasks._scan
+    monkeypatch.setattr(tasks, "_scan", lambda paths: scans.append(paths) or real(paths))
+    for _ in range(2):
+        tasks._include_index_of.cache_clear()  # a new process
+        tasks.validate_tasks(["tiny_mc_a"], [str(d)])
+    assert scans == [[d]]
+    yaml = d / "tiny_mc_a.yaml"
+    yaml.write_text(yaml.read_text().replace("task: tiny_mc_a", "task: tiny_mc_renamed"))
+    tasks._include_index_of.cache_clear()
+    with pytest.raises(OellmError, match="unknown task.*tiny_mc_a"):
+        tasks.validate_tasks(["tiny_mc_a"], [str(d)])
+    assert [p for p in scans if p == [d]] == [[d], [d]]  # (the stock index was also read, for the error's hints)

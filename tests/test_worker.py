@@ -224,3 +224,23 @@ def test_auto_batch_size_is_probed_once_per_task_shape_not_per_row():
     assert lm._detect_batch_size(long_row) == 64
     assert lm._detect_batch_size(long_row) == 64 and lm._detect_batch_size(short_row) == 64  # no new probe
     assert lm._detect_batch_size(longer_row) == 32 and lm.probes == [30, 50]
+
+
+@pytest.mark.e2e
+def test_a_worker_started_online_goes_offline_by_itself(hub, tmp_path: Path) -> None:
+    """The audit's blind spot: every test subprocess inherits the session's HF_HUB_OFFLINE, so nothing showed
+    that the worker sets the offline flags itself. Here it starts with them unset and the Hub up: 0 requests."""
+    from oellm.cache.precache import precache
+    from oellm.clusters import load_clusters
+    from tests.fixtures_hub import OFFLINE_FLAGS, write_hub_task
+
+    tasks = write_hub_task(tmp_path / "tasks", "hub_mc", "org/tinyds")
+    rows = [EvalRow("org/tiny", "hub_mc", 0, limit=2)]
+    revisions = precache(rows, load_clusters()["local"], [str(tasks)], log=lambda s: None)
+    run = make_run_dir(tmp_path, rows, include_paths=[str(tasks)], model_revisions=revisions)
+    assert not any(os.environ.get(f) for f in OFFLINE_FLAGS) and os.environ["HF_ENDPOINT"] == hub.url
+    hub.server.reset_counts()
+    w = subprocess.run([sys.executable, "-m", "oellm", "worker", "--run_dir", str(run.path), "--index", "0"],
+                       capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=600)
+    assert w.returncode == 0, w.stderr[-3000:]
+    assert hub.count() == 0, f"the worker asked the Hub {hub.count()} time(s)"

@@ -30,6 +30,10 @@ def weight_files(files: list[str]) -> list[str]:
     top = [f for f in files if "/" not in f]
     for suffix in (".safetensors", ".bin"):
         chosen = [f for f in top if f.endswith(suffix) and not f.startswith(("optimizer", "training_args"))]
+        if suffix == ".safetensors" and any(f.endswith(".safetensors.index.json") for f in top):
+            # Mistral-style repos ship their own `consolidated.safetensors` beside the sharded HF weights
+            # that transformers loads through the index: fetching both doubles the download
+            chosen = [f for f in chosen if not f.startswith("consolidated")]
         if chosen:
             return chosen
     return []
@@ -59,7 +63,9 @@ def fetch_model(item: dict[str, Any]) -> dict[str, Any]:
         return {**item, "error": f"{label}: cannot reach the Hub ({type(e).__name__}: {_short(e)})"}
     files = [s.rfilename for s in info.siblings or []]
     weights = weight_files(files)
-    if not weights:
+    if item.get("tokenizer_only"):  # a `tokenizer=org/tok` model arg: its tokenizer files, no weights
+        weights = []
+    elif not weights:
         return {**item, "error": f"{label}: no .safetensors or .bin weights at the top level of the repo"}
     wanted = sorted(set(weights) | {f for f in files if "/" not in f and any(fnmatch(f, p) for p in SIDE_FILES)})
     sweep_stale(repo)
@@ -130,6 +136,12 @@ def fetch_dataset(item: dict[str, Any], offline: bool) -> dict[str, Any]:
                 return {**item, "error": f"{label}: {'not in the offline cache' if offline else 'cannot be loaded'}"
                                          f" ({type(err).__name__}: {_short(err)})"}
             time.sleep(attempt)
+    short = [f"task {task}: {n}-shot needs {n} examples from its few-shot split {split!r}, which has "
+             f"{len(ds[split]) if split in ds else 'no such split'}"
+             for task, split, n in item.get("fewshot") or [] if isinstance(ds, dict)
+             and (split not in ds or len(ds[split]) < n)]
+    if short:  # lm-eval would fail every such row on the node ("sample larger than population")
+        return {**item, "error": f"{label}: " + "; ".join(short)}
     splits = ds.values() if isinstance(ds, dict) else [ds]
     cache = sorted({f["filename"] for d in splits for f in d.cache_files})
     return {**item, "cache_files": cache, "bytes": sum(Path(f).stat().st_size for f in cache if Path(f).exists())}
@@ -152,20 +164,25 @@ def check_model(item: dict[str, Any]) -> dict[str, Any]:
         path = snapshot_download(repo, revision=rev, local_files_only=True)
     except Exception as e:
         return {**item, "error": f"{label}: not in the offline cache ({type(e).__name__})"}
+    if item.get("tokenizer_only"):
+        return _loads(item, f"tokenizer {repo}", path, config=False)
     if not weight_files([p.name for p in Path(path).iterdir()]):
         return {**item, "error": f"{label}: snapshot {path} holds no weights"}
     return _loads(item, label, path)
 
 
-def _loads(item: dict[str, Any], label: str, path: str | Path) -> dict[str, Any]:
-    """What the worker reads first: the config and the tokenizer."""
+def _loads(item: dict[str, Any], label: str, path: str | Path, config: bool = True) -> dict[str, Any]:
+    """What the worker reads first: the config and the tokenizer (the row's, when its args name one)."""
     try:
         from transformers import AutoConfig, AutoTokenizer
     except ImportError:  # a torch-free login node: the files are there, which is what we can check
         return item
+    load = item.get("load") or {}
+    trust = {"trust_remote_code": True} if load.get("trust_remote_code") else {}
     try:
-        AutoConfig.from_pretrained(path)
-        AutoTokenizer.from_pretrained(path)
+        if config:
+            AutoConfig.from_pretrained(path, **trust)
+        AutoTokenizer.from_pretrained(load.get("tokenizer") or path, **trust)
     except Exception as e:
         return {**item, "error": f"{label}: config or tokenizer does not load offline ({type(e).__name__}: {_short(e)})"}
     return item

@@ -9,15 +9,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from oellm.clusters import ClusterConfig, expand
+from oellm.clusters import ClusterConfig
 from oellm.rows import COMMIT
 from oellm.rundir import atomic_open
+from oellm.sitevalues import expand_env
 
 
 def cache_env(cluster: ClusterConfig) -> dict[str, str]:
     """This process's environment with the cluster's `env` (HF_HOME, ...) on top: what the worker sees."""
     env = dict(os.environ)
-    env.update({k: expand(v, f"cluster {cluster.name}.env.{k}") for k, v in cluster.env.items()})
+    env.update(expand_env(cluster.env, os.environ, f"cluster {cluster.name}.env"))  # in the script's order
     return env
 
 

@@ -35,7 +35,7 @@ from oellm.cache.paths import (
 from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.offline import OFFLINE_ENV, offline_requested
-from oellm.rows import COMMIT, WEIGHTS, EvalRow, has_weights, revision_key
+from oellm.rows import COMMIT, HF_ID, WEIGHTS, EvalRow, has_weights, is_path, revision_key
 
 
 def wanted(rows: Sequence[EvalRow], include_paths: Sequence[str]
@@ -46,9 +46,16 @@ def wanted(rows: Sequence[EvalRow], include_paths: Sequence[str]
 
     refs = {r.ref for r in rows}
     models = sorted({(m.name, m.revision or "") for m in refs if m.is_hub})
+    # `tokenizer=org/tok`: a checkpoint saved without tokenizer files borrows a hub tokenizer, fetched too
+    tokenizers = sorted({t for m in refs if (t := m.arg_dict.get("tokenizer")) and not is_path(t) and HF_ID.match(t)}
+                        - {name for name, _ in models})
     local = sorted({m.name for m in refs if not m.is_hub})
-    needs = {task: ds for name, group in by_suite(rows).items()
-             for task, ds in get_suite(name).datasets(sorted({r.task for r in group}), list(include_paths)).items()}
+    needs, pools = {}, {}
+    for name, group in by_suite(rows).items():
+        suite = get_suite(name)
+        needs.update(suite.datasets(sorted({r.task for r in group}), list(include_paths)))
+        if hasattr(suite, "fewshot_pools"):  # lm-eval: its few-shot examples come from a split we can count
+            pools.update(suite.fewshot_pools(group, list(include_paths)))
     by_key: dict[str, dict] = {}
     opaque = []
     for task, ds in needs.items():
@@ -59,7 +66,11 @@ def wanted(rows: Sequence[EvalRow], include_paths: Sequence[str]
         key = json.dumps(item, sort_keys=True, default=str)
         by_key.setdefault(key, {**item, "key": hashlib.sha1(key.encode()).hexdigest()[:16], "tasks": []})
         by_key[key]["tasks"].append(task)
-    return [{"repo": m, "revision": r or None} for m, r in models], local, list(by_key.values()), opaque
+        if task in pools:
+            by_key[key].setdefault("fewshot", []).append([task, *pools[task]])
+    hub = [{"repo": m, "revision": r or None} for m, r in models]
+    hub += [{"repo": t, "revision": None, "tokenizer_only": True} for t in tokenizers]
+    return hub, local, list(by_key.values()), opaque
 
 
 def check_local_model(path: str) -> str | None:

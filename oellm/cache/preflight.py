@@ -56,13 +56,15 @@ def worker_paths(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequ
         caches = []
     _, _, datasets, _ = wanted(rows, includes)
     files = [f for ds in datasets for f in local_files(ds)]
+    arg_paths = {p for r in rows for p in r.ref.arg_paths}  # tokenizer=, peft= dirs: the worker opens them
     refs = {r.ref for r in rows if not r.ref.is_hub}
     # a training run's checkpoints: one bind for the run dir, not one per checkpoint
     models = {str(Path(m.name).parent) if m.kind == "checkpoint" else m.name for m in refs}
     linked = {os.path.dirname(os.path.realpath(e.path)) for m in refs for e in _entries(m.name) if e.is_symlink()}
     for d in [*caches, str(cache_dir())]:  # the worker writes there (Arrow files, locks): bound even when new
         os.makedirs(d, exist_ok=True)
-    paths = [*([str(root)] if root else []), *caches, str(cache_dir()), *models, *linked, *includes, *files]
+    paths = [*([str(root)] if root else []), *caches, str(cache_dir()), *models, *linked, *sorted(arg_paths),
+             *includes, *files]
     return [p for p in paths if os.path.exists(os.path.expanduser(p))]
 
 
@@ -95,16 +97,21 @@ def _job(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str
     problems = [e for e in map(check_local_model, local) if e]
     keys: dict[str, str] = {}
     job: dict = {"mode": "check", "models": [], "datasets": [], "local": [], "paths": []}
+    # each model as its rows load it: trust_remote_code=, tokenizer= (one row's args decide; rows of one
+    # model with different such args are rare and each loads the same files)
+    load = {r.ref.name: r.ref.load_args for r in rows if r.ref.load_args}
     for m in models:
+        if load.get(m["repo"]):
+            m["load"] = load[m["repo"]]
         m["revision"] = m["revision"] or revisions.get(revision_key(m["repo"], None))
         rev = revisions.get(revision_key(m["repo"], m["revision"]), m["revision"])
         if rev and COMMIT.match(rev):
-            keys[f"model {m['repo']}@{rev}"] = ""
+            keys[f"model {m['repo']}@{rev}" + (f" {json.dumps(m['load'], sort_keys=True)}" if m.get("load") else "")] = ""
             m["revision"] = rev
         job["models"].append(m)
     for path in local:
-        keys[f"local {path} {_stat_key(path)}"] = ""
-        job["local"].append({"path": path})
+        keys[f"local {path} {_stat_key(path)}" + (f" {json.dumps(load[path], sort_keys=True)}" if load.get(path) else "")] = ""
+        job["local"].append({"path": path, **({"load": load[path]} if load.get(path) else {})})
     for ds in datasets:
         files = local_files(ds)
         if files:
@@ -114,7 +121,7 @@ def _job(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str
             continue
         marker = dataset_marker(env, ds["key"])
         if marker.is_file():
-            keys[f"dataset {ds['key']} {marker.stat().st_mtime_ns}"] = ""
+            keys[f"dataset {ds['key']} {marker.stat().st_mtime_ns} {ds.get('fewshot') or ''}"] = ""
         job["datasets"].append(ds)
     job["paths"] += list(includes)
     keys.update({f"path {p}": "" for p in job["paths"]})

@@ -7,39 +7,48 @@ which jsonargparse's plain `bool` does not allow, hence `_parser` below.
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import inspect
 import sys
-import typing
 from collections.abc import Callable
 from typing import Any
 
-from oellm.cli.commands import COMMANDS
-from oellm.plan.request import NOT_FLAGS
+from oellm.cli.commands import ALIASES, COMMANDS, OPTIONS
 
 
 def _options_class(fn: Callable[..., None]) -> type | None:
-    """The dataclass a command takes as its one parameter (its fields are the flags), else None."""
-    params = list(inspect.signature(fn).parameters)
-    if len(params) != 1:
+    """The dataclass a command takes as its one parameter (its fields are the flags), else None; its
+    module is imported here, for the one command being run."""
+    params = list(inspect.signature(fn).parameters.values())
+    hint = params[0].annotation if len(params) == 1 else None
+    if not isinstance(hint, str) or hint not in OPTIONS:
         return None
-    hint = typing.get_type_hints(fn).get(params[0])
-    return hint if dataclasses.is_dataclass(hint) else None
+    return getattr(importlib.import_module(OPTIONS[hint]), hint)
 
 
-def _parser():
+def _parser(command: str | None = None, prog: str = "oellm"):
+    """The parser of every command (None), or only of `command` ("": none), the others listing just their
+    one-line help: `oellm --help` and a command's start-up import no other command's modules."""
     from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
     # exit_on_error=False: a bad flag is one line and exit 2, like every other user error (see `main`)
-    parser = ArgumentParser(prog="oellm", description="Schedule LLM evaluations on HPC clusters or this machine.",
+    parser = ArgumentParser(prog=prog, description="Schedule LLM evaluations on HPC clusters or this machine.",
                             exit_on_error=False)
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in COMMANDS.items():
         doc = inspect.getdoc(fn) or ""
+        if name in ALIASES:
+            doc = f"{ALIASES[name]}, by its oellm-eval name: {doc}"
+        if command is not None and name != command:
+            subcommands.add_subcommand(name, ArgumentParser(description=doc, exit_on_error=False),
+                                       help=doc.split("\n")[0])
+            continue
+        from oellm.plan.request import NOT_FLAGS
+
         source = _options_class(fn) or fn
         params = inspect.signature(source).parameters
         hidden = getattr(source, "HIDDEN", frozenset())  # a base's fields that mean nothing to this command
-        flags = [p for p, v in params.items() if v.annotation in (bool, "bool") and p not in hidden]
+        flags = [p for p, v in params.items() if v.annotation in (bool, "bool", "bool | None") and p not in hidden]
         sub = ArgumentParser(description=doc.split("\n\nArgs:")[0], exit_on_error=False)
         sub.add_argument("--config", action=ActionConfigFile, help="A YAML/JSON file with any of these options.")
         if source is fn:
@@ -86,39 +95,52 @@ def _positional(argv: list[str]) -> list[str]:
 
 
 APPENDED = ("--sbatch_option",)  # list flags users repeat: each use adds one item
+BARE = {"--apply_chat_template": "true"}  # flags that take a value or stand alone, as in lm-eval's CLI
 
 
 def _appended(argv: list[str]) -> list[str]:
     """`--sbatch_option a=1 --sbatch_option b=2` -> jsonargparse's list-append spelling `--sbatch_option+`."""
     out = []
-    for a in argv:
+    for i, a in enumerate(argv):
         flag, eq, value = a.partition("=")
         out.append(f"{flag}+{eq}{value}" if flag in APPENDED else a)
+        if a in BARE and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append(BARE[a])
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "oellm") -> None:
     from jsonargparse import ArgumentError
 
     from oellm.errors import OellmError
 
-    parser = _parser()
     args = _appended(_positional(list(sys.argv[1:] if argv is None else argv)))
+    command = next((a for a in args if not a.startswith("-")), None)
+    parser = _parser(command if command in COMMANDS else "", prog)
     try:
         cfg = parser.parse_args(args)
     except ArgumentError as e:
-        where = f"oellm {args[0]} --help" if args and args[0] in COMMANDS else "oellm --help"
-        print(f"oellm: error: {' '.join(str(e).split())} ({where} lists the options)", file=sys.stderr)
+        where = f"{prog} {command} --help" if command in COMMANDS else f"{prog} --help"
+        print(f"{prog}: error: {' '.join(str(e).split())} ({where} lists the options)", file=sys.stderr)
         sys.exit(2)
     name = cfg.command
     kwargs = {k: v for k, v in cfg[name].as_dict().items() if k != "config" and not k.startswith("__")}
     fn = COMMANDS[name]
     options = _options_class(fn)
+    if kwargs.get("verbose"):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         fn(options(**kwargs)) if options else fn(**kwargs)
     except OellmError as e:
-        print(f"oellm: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("oellm: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def main_eval(argv: list[str] | None = None) -> None:
+    """The `oellm-eval` entry point (oellm-eval's name): the same commands, both spellings."""
+    main(argv, prog="oellm-eval")

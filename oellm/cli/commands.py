@@ -6,15 +6,30 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from oellm.plan.bench import Bench
-from oellm.plan.request import Request, Selection
-from oellm.results.collect import Collect
-from oellm.runs.resubmit import Resubmit
+if TYPE_CHECKING:
+    from oellm.plan.bench import Bench
+    from oellm.plan.request import Request, Selection
+    from oellm.results.collect import Collect
+    from oellm.rundir import RunDir
+    from oellm.runs.resubmit import Resubmit
+    from oellm.upstream.collect import UpstreamCollect
+
+# Where each command's options dataclass lives: imported only for the command that runs, so `oellm --help`
+# does not import the planning and results stacks.
+OPTIONS = {"Request": "oellm.plan.request", "Selection": "oellm.plan.request", "Bench": "oellm.plan.bench",
+           "Collect": "oellm.results.collect", "Resubmit": "oellm.runs.resubmit",
+           "UpstreamCollect": "oellm.upstream.collect"}
 
 
 def schedule_eval(request: Request) -> None:
     """Plan model x task x shot evaluations, write a run dir, and submit SLURM arrays (or run locally)."""
+    if request.follow:  # keep looking for new checkpoints (oellm.follow)
+        from oellm.follow.loop import follow
+
+        follow(request)
+        return
     from oellm.schedule import schedule
 
     schedule(request)
@@ -67,12 +82,19 @@ def status(run_dir: Path | None = None, by: str | None = None, json: bool = Fals
         output_dir: Where to look for runs when no --run_dir is given (default: as schedule-eval).
         cluster: Cluster whose output_root to list when neither --output_dir nor $EVAL_OUTPUT_DIR is set.
     """
+    from oellm.follow import loop as follow
+    from oellm.follow.state import Follower
     from oellm.runs.view import list_runs, runs_root, show
 
-    if run_dir is not None:
+    if run_dir is not None and Follower.is_follower(run_dir):  # a follower dir (schedule-eval --follow)
+        print(follow.describe(Follower(run_dir), detail=True))
+    elif run_dir is not None:
         show(run_dir, by, json, watch)
     else:
-        list_runs(runs_root(output_dir, cluster))
+        root = runs_root(output_dir, cluster)
+        list_runs(root)
+        for f in follow.followers(root):
+            print(follow.describe(f))
 
 
 def resubmit(options: Resubmit) -> None:
@@ -90,10 +112,18 @@ def resubmit(options: Resubmit) -> None:
 
 def cancel(run_dir: Path) -> None:
     """Cancel every array job of a run with one scancel; rows already done keep their results.
+    Given a follower dir (schedule-eval --follow), stop the follower.
 
     Args:
-        run_dir: The run directory.
+        run_dir: The run directory, or a follower dir.
     """
+    from oellm.follow.state import Follower
+
+    if Follower.is_follower(run_dir):
+        from oellm.follow.loop import cancel as cancel_follower
+
+        cancel_follower(run_dir)
+        return
     from oellm.runs.view import cancel as cancel_run
 
     cancel_run(run_dir)
@@ -109,7 +139,27 @@ def collect_results(options: Collect) -> None:
     for run in run_dirs_of(options):  # sharded evaluations no worker merged (a crash, a failed merge)
         for row_id in merge_pending(run, write_result):
             print(f"merged the shards of {row_id} in {run.path}", file=sys.stderr)
-    collect(options)
+    collect(options, row_states=_row_states if options.html else None)
+
+
+def _row_states(run: RunDir) -> dict[str, tuple[str, str]]:
+    """Each planned row's state and why, as `oellm status` decides them (the --html report marks cells)."""
+    from oellm.errors import OellmError
+    from oellm.runs.view import view
+
+    try:
+        return {s.row.row_id: (s.state, s.reason) for s in view(run.path).states}
+    except OellmError as e:  # no run.json, an unreadable jobs.csv: the report still lists the rows as missing
+        print(f"oellm: {run.path}: no row states ({e})", file=sys.stderr)
+        return {}
+
+
+def collect(options: UpstreamCollect) -> None:
+    """oellm-eval's collect: one CSV row per model, task and shots (model_name,task,n_shot,performance,
+    metric_name) from a tree of run dirs; --check writes what is missing as a CSV for --eval_csv_path."""
+    from oellm.upstream.collect import collect as collect_csv
+
+    collect_csv(options)
 
 
 def worker(run_dir: Path, index: int | None = None, index_offset: int = 0) -> None:
@@ -126,5 +176,8 @@ def worker(run_dir: Path, index: int | None = None, index_offset: int = 0) -> No
         sys.exit(1)
 
 
-COMMANDS = {"schedule-eval": schedule_eval, "bench": bench, "check-cache": check_cache, "status": status, "resubmit": resubmit,
-            "cancel": cancel, "collect-results": collect_results, "worker": worker}
+# `schedule` and `collect` are oellm-eval's names (its users' scripts run unchanged under either entry point)
+COMMANDS = {"schedule-eval": schedule_eval, "schedule": schedule_eval, "bench": bench, "check-cache": check_cache,
+            "status": status, "resubmit": resubmit, "cancel": cancel, "collect-results": collect_results,
+            "collect": collect, "worker": worker}
+ALIASES = {"schedule": "schedule-eval"}

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oellm.clusters import ClusterConfig, expand
+from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.executors import Capacity, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
 from oellm.rundir import RunDir, read_job_refs
+from oellm.sitevalues import expand_env
 
 POLL_S = 0.5
 STOP_GRACE_S = 15
@@ -58,13 +59,14 @@ class LocalExecutor:
     def submit(self, run: RunDir, plan: SubmitPlan, log: Callable[[str], None],
                options: Sequence[str] = ()) -> None:
         from oellm.results.records import score_table
-        from oellm.rundir import read_jobs
+        from oellm.rundir import read_jobs, read_json
 
-        env = {k: expand(v, f"cluster {self.cluster.name}.env.{k}") for k, v in self.cluster.env.items()}
+        env = expand_env(self.cluster.env, os.environ, f"cluster {self.cluster.name}.env")
         envs = slot_envs(self.workers, visible_gpus(), env)
         rows = read_jobs(run.jobs)
         log(f"running {plan.n_tasks} task(s) on this machine with {len(envs)} worker(s)")
-        res = run_tasks(run, range(plan.n_tasks), envs, n_rows=len(rows), log=log)
+        python = (read_json(run.manifest).get("script") or {}).get("python") or sys.executable  # --venv_path
+        res = run_tasks(run, range(plan.n_tasks), envs, python, n_rows=len(rows), log=log)
         done = len(run.done_ids() & {r.row_id for r in rows})  # not the merged results of sharded rows
         log(f"finished: {done} of {len(rows)} row(s) done; results in {run.results}")
         if done:  # a sharded evaluation shows once, merged

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from oellm import slurm
-from oellm.clusters import ClusterConfig, format_minutes, require_resolved
+from oellm.clusters import ClusterConfig, require_resolved
 from oellm.errors import OellmError, SlurmError
 from oellm.executors import Capacity, NothingStarted, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
 from oellm.rundir import MANIFEST, RunDir, read_job_refs, read_json, utc_now
+from oellm.sitevalues import format_minutes
 from oellm.slurm import job_ids, task_elements
 
 
@@ -57,7 +58,9 @@ class SlurmExecutor:
         sub = plan.submission
         arrays = ", ".join(f"--array={c.array} (offset {c.offset})" for c in sub.chunks[:3])
         more = f", ... {len(sub.chunks) - 3} more" if len(sub.chunks) > 3 else ""
-        return [f"time:      {format_minutes(plan.minutes)} limit per array task",
+        less = sorted({c.minutes for c in sub.chunks if c.minutes is not None})
+        return [f"time:      {format_minutes(plan.minutes)} limit per array task (its fullest)"
+                + (f"; smaller tasks ask {', '.join(map(format_minutes, less))}" if less else ""),
                 f"arrays:    {len(sub.chunks)} sbatch call(s): {arrays}{more}"
                 + (f"; {sub.held_back} task(s) held back by the queue limit" if sub.held_back else "")]
 
@@ -72,10 +75,13 @@ class SlurmExecutor:
             for chunk in plan.chunks:
                 name = f"oellm-{run.path.name}-{secrets.token_hex(4)}"  # unique: found again after a lost reply
                 args = [str(chunk.offset), *([chunk.image] if chunk.image else [])]  # the script picks the image
-                job_id = slurm.submit(run.script, array=chunk.array, args=args, options=options, name=name)
+                opts = list(options)
+                if chunk.minutes is not None and not any(o.startswith("--time=") for o in opts):
+                    opts.append(f"--time={format_minutes(chunk.minutes)}")  # its tasks' own limit, not the fullest's
+                job_id = slurm.submit(run.script, array=chunk.array, args=args, options=opts, name=name)
                 submitted.append({"job_id": job_id, "offset": chunk.offset, "size": chunk.size, "array": chunk.array,
                                   "submitted": utc_now(), "job_name": name, **({"image": chunk.image} if chunk.image else {}),
-                                  **({"options": list(options)} if options else {})})
+                                  **({"options": opts} if opts else {})})
                 run.log_submission(submitted[-1])
                 log(f"submitted array job {job_id}: tasks {chunk.offset}-{chunk.offset + chunk.size - 1} "
                     f"(--array={chunk.array})")

@@ -41,7 +41,7 @@ class Bench(Request):
 
     HIDDEN = frozenset({"tasks", "n_shot", "eval_csv_path", "limit", "lm_eval_include_path", "log_samples",
                         "task_groups", "task_groups_file", "num_shards", "suite", "lighteval_custom_tasks",
-                        "deadline"})
+                        "deadline", "follow", "follow_interval", "follow_until", "checkpoint_ready_file"})
 
     batch_size: str | int | list[int] | None = "1"  # type: ignore[assignment]  # a list here, lm-eval's value there
     input_tokens: str | int | list[int] = 128

@@ -23,7 +23,11 @@ class SlurmOverrides:
         qos: Quality of service, instead of the cluster's.
         time_limit: Time limit of every array task (HH:MM:SS, D-HH:MM:SS, ...), at most the cluster's
             max_time; by default it is estimated from the rows each task evaluates.
-        gpus_per_task: GPUs per array task (`--gres=gpu:N`).
+        gpus_per_task: GPUs per array task (`--gres=gpu:N`, on one node).
+        gpu_mode: With several GPUs per task: "workers" runs one worker per GPU, each taking the task's rows
+            in turn (every GPU busy; the model loaded once per worker); "spread" loads one model over all of
+            them (lm-eval's parallelize=True: for a model that does not fit one GPU). Default: the cluster's
+            gpu_mode (workers); recorded in run.json, and a resubmit keeps the run's unless given.
         mem: Memory per array task, e.g. 64G.
         sbatch_option: More sbatch options as key=value (a bare switch: key=), repeatable:
             --sbatch_option constraint=a100 --sbatch_option exclusive=
@@ -34,12 +38,13 @@ class SlurmOverrides:
     qos: str | None = None
     time_limit: str | None = None
     gpus_per_task: int | None = None
+    gpu_mode: str | None = None
     mem: str | None = None
     sbatch_option: list[str] | None = None
 
     def cluster_fields(self) -> dict[str, Any]:
         """The overrides as clusters.json fields (time_limit is the run's, not the cluster's)."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in ("partition", "account", "qos", "gpus_per_task", "mem")
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("partition", "account", "qos", "gpus_per_task", "gpu_mode", "mem")
                                if getattr(self, k) is not None}
         if self.sbatch_option:
             pairs = [o.partition("=") for o in self.sbatch_option]

@@ -13,28 +13,33 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from oellm.clusters import ClusterConfig, expand
 from oellm.errors import OellmError
 from oellm.plan import expand as ex
+from oellm.plan.evaloptions import EvalOptions
 from oellm.plan.overrides import SlurmOverrides
-from oellm.rows import EvalRow
+from oellm.rows import EvalRow, ModelRef
+from oellm.upstream.flags import UpstreamFlags
 
 
 @dataclass
-class Selection:
+class Selection(EvalOptions):
     """Which evaluations: models x tasks x shots, or the rows of an eval CSV, on which cluster.
 
     Args:
         models: Comma-separated models: Hugging Face ids (org/name), local model dirs, or training-run dirs
-            whose checkpoints (checkpoint-N, step_N, iter_N) are all evaluated. Model args follow their
-            model: "org/m,revision=step1000,dtype=float16".
+            whose checkpoints (checkpoint-N, step_N, iter_N, also under hf/) are all evaluated, or a dir
+            whose subdirs are models or runs. Model args follow their model: "org/m,revision=step1000,dtype=float16".
         tasks: Comma-separated task names of --suite: lm-eval tasks, groups or tags (default), lighteval
             tasks (arc:challenge, or a superset such as mmlu), or bigcodebench splits (complete, instruct,
             complete-hard, instruct-hard).
         suite: The framework that evaluates --tasks: lm_eval (also spelled lm-eval-harness), lighteval or
-            bigcodebench. An eval CSV names it per row (eval_suite column); task groups per group (suite key).
-        n_shot: Few-shot counts, e.g. 0 or "0,5".
+            bigcodebench (default: the task registry's suite for a task it lists, else lm_eval). An eval CSV
+            names it per row (eval_suite column); task groups per group or task (suite key).
+        n_shot: Few-shot counts, e.g. 0 or "0,5"; "default" (or no --n_shot) is each task's own count, as
+            lm-eval's (gsm8k_cot 8, leaderboard_* 3-5, most tasks 0).
         eval_csv_path: A CSV with columns model_path,task_path,n_shot instead of --models/--tasks/--n_shot.
         limit: Evaluate only this many samples per task (or this fraction if below 1); for smoke tests.
         lm_eval_include_path: Dirs with custom lm-eval task YAMLs (comma-separated).
@@ -46,15 +51,18 @@ class Selection:
         checkpoint_stride: Evaluate every Nth checkpoint of a training-run dir (the newest always).
         last_n_checkpoints: Evaluate only the newest N checkpoints of a training-run dir.
         task_groups: Comma-separated task groups or super groups (each task with its own shot counts),
-            e.g. open-llm-leaderboard-v1; with or instead of --tasks.
-        task_groups_file: Task groups YAML in the reference oellm's format (default: $OELLM_TASK_GROUPS_FILE,
+            e.g. open-llm-leaderboard-v1; with or instead of --tasks. NAME[deu_Latn|fra_Latn] keeps the
+            tasks in those languages; `all` is every group.
+        task_groups_file: Task groups YAML in oellm-eval's format (default: $OELLM_TASK_GROUPS_FILE,
             else the shipped oellm/task-groups.yaml).
+        checkpoint_ready_file: A file your trainer writes last into each checkpoint dir (e.g. DONE): a
+            checkpoint without it is not complete and is not evaluated (nor followed) yet.
     """
 
     models: str | list[str] | None = None
     tasks: str | list[str] | None = None
-    suite: str = "lm_eval"
-    n_shot: int | str | list[int] = 0
+    suite: str | None = None
+    n_shot: int | str | list[int] | None = None
     eval_csv_path: Path | None = None
     limit: float | None = None
     lm_eval_include_path: str | list[str] | None = None
@@ -65,20 +73,28 @@ class Selection:
     last_n_checkpoints: int | None = None
     task_groups: str | list[str] | None = None
     task_groups_file: Path | None = None
+    checkpoint_ready_file: str | None = None
 
     def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
         """The rows this selection means (a command with other rows, such as `bench`, overrides it)."""
         return plan_rows(self, includes)
 
+    def model_refs(self) -> list[ModelRef]:
+        """The models of --models (a follower's look gives the checkpoints it found complete instead)."""
+        return ex.parse_models(self.models)
+
 
 @dataclass
-class Request(SlurmOverrides, Selection):
+class Request(UpstreamFlags, SlurmOverrides, Selection):
     """A selection of rows plus how to run them: output dir, packing, batch size, what to do.
 
     Args:
         output_dir: Where run dirs go (default: $EVAL_OUTPUT_DIR/$USER, else the cluster's output_root).
         evals_per_task: Rows of one model per array task (default: fill half the cluster's max_time).
-        batch_size: lm-eval batch size (default: the cluster's batch_size, "auto").
+        batch_size: lm-eval batch size: a number, "auto", or "auto:N" (re-probe N times) (default: the
+            cluster's batch_size, "auto").
+        max_batch_size: lm-eval's --max_batch_size: the largest batch "auto" may pick (default 64).
+        bootstrap_iters: lm-eval's --bootstrap_iters for stderr estimates (default 100000; 0 skips them).
         workers: Local executor: parallel workers (default: one per visible GPU, else 1).
         log_samples: Keep lm-eval's per-sample outputs next to each result.
         force: Re-run evaluations that already have results under the output dir.
@@ -94,11 +110,20 @@ class Request(SlurmOverrides, Selection):
             A dry run prints the predicted wall time and GPU-hours for 1, 2, 4, 8, ... shards.
         deadline: With --num_shards auto, the smallest shard count whose predicted wall time is within this
             (HH:MM:SS); without it, the knee of the curve.
+        follow: Keep watching the run dirs of --models; evaluate each new checkpoint once, when complete (its
+            index's files present, sizes stable, --checkpoint_ready_file there). On SLURM a CPU job that
+            resubmits itself; see docs/follow.md.
+        follow_interval: Time between two looks of --follow: seconds, or 30s, 5m, 1h.
+        follow_until: When --follow ends (exit 0): a duration (2h, 3d), a date-time (2026-12-24T00:00), or
+            job:JOBID, once that SLURM job (the training) has ended and its last checkpoint is scheduled.
+            Default: until Ctrl-C or `oellm cancel`.
     """
 
     output_dir: Path | None = None
     evals_per_task: int | None = None
     batch_size: str | None = None
+    max_batch_size: int | None = None
+    bootstrap_iters: int | None = None
     workers: int | None = None
     log_samples: bool = False
     force: bool = False
@@ -108,10 +133,28 @@ class Request(SlurmOverrides, Selection):
     preflight: bool = True
     num_shards: int | str | None = None
     deadline: str | None = None
+    follow: bool = False
+    follow_interval: str = "5m"
+    follow_until: str | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))  # recorded in run.json; not a flag
+
+    def __post_init__(self) -> None:
+        """oellm-eval's flags (UpstreamFlags) become oellm's own options here, once."""
+        for name, value in self.ours(vars(self)).items():
+            setattr(self, name, value)
+
+    def cluster_fields(self) -> dict[str, Any]:
+        return {**SlurmOverrides.cluster_fields(self), **UpstreamFlags.cluster_fields(self)}
 
     def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
         """Rows, each split into --num_shards shards (`auto`: whole rows, the advisor splits them)."""
+        from oellm.options import check_batch_size
+
+        check_batch_size(self.batch_size, "--batch_size")
+        for name in ("max_batch_size", "bootstrap_iters"):
+            value = getattr(self, name)
+            if value is not None and (value < (1 if name == "max_batch_size" else 0)):
+                raise OellmError(f"--{name}: must be {'>= 1' if name == 'max_batch_size' else '>= 0'}, got {value}")
         rows, dropped = plan_rows(self, includes)
         k = self.shard_count()
         return ([s for r in rows for s in r.shards(k)] if k else rows), dropped
@@ -155,50 +198,87 @@ def include_paths(sel: Selection) -> list[str]:
     return [str(p) for p in paths] + ([str(custom)] if custom else [])
 
 
+# Flags an eval CSV cannot honour: its rows name their own models, tasks, suite and shots.
+CSV_REFUSES = ("models", "tasks", "task_groups", "suite", "n_shot")
+
+
 def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
     """Rows from flags or from an eval CSV (not both), with every task name validated by its suite;
     returns (rows, duplicates dropped)."""
     limit = ex.check_limit(sel.limit)
-    if sel.eval_csv_path and (sel.models or sel.tasks or sel.task_groups):
-        raise OellmError("give either --eval_csv_path or --models with --tasks/--task_groups, not both")
     if sel.eval_csv_path:
-        rows, dropped = ex.rows_from_csv(Path(sel.eval_csv_path), limit), 0
+        given = [f"--{f}" for f in CSV_REFUSES if getattr(sel, f) not in (None, "", [])]
+        if given:
+            raise OellmError(f"--eval_csv_path: {', '.join(given)} cannot be combined with it (its columns "
+                             "model_path, task_path, n_shot and eval_suite name them per row)")
+        rows, dropped = ex.rows_from_csv(Path(sel.eval_csv_path), limit, sel.row_options, sel.checkpoint_stride,
+                                         sel.last_n_checkpoints), 0
     else:
         if not sel.models or not (sel.tasks or sel.task_groups):
             raise OellmError("nothing to evaluate: pass --models and --tasks (and --n_shot) or --task_groups, "
                              "or --eval_csv_path FILE")
-        models = ex.parse_models(sel.models)
-        built = [ex.build_rows(models, tasks, shots, limit, sel.checkpoint_stride, sel.last_n_checkpoints, suite)[0]
+        models = sel.trusting(sel.model_refs())
+        options = sel.row_options()
+        built = [ex.build_rows(models, tasks, shots, limit, sel.checkpoint_stride, sel.last_n_checkpoints, suite,
+                               options, sel.checkpoint_ready_file)[0]
                  for tasks, shots, suite in _task_sets(sel)]
         rows, dropped = ex.dedupe(r for group in built for r in group)
-    validate_rows(rows, includes)
+    if sel.eval_csv_path:
+        rows = [sel.trusting_row(r) for r in rows]
+    try:
+        validate_rows(rows, includes, sel.confirm_run_unsafe_code)
+    except OellmError:
+        from oellm.upstream.custom_tasks import explain_missing
+
+        explain_missing(rows, includes)  # a clearer line when they are oellm-eval's own tasks
+        raise
     return rows, dropped
 
 
-def _task_sets(sel: Selection) -> list[tuple[list[str], list[int], str]]:
+def _task_sets(sel: Selection) -> list[tuple[list[str], list[int | None], str]]:
     """(tasks, shots, suite) products: --tasks x --n_shot, and each task group's tasks by their shot counts."""
     out = []
     if sel.tasks:
         shots = ex.parse_shots(sel.n_shot)
         if not shots:
-            raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5")
-        out.append((ex.parse_tasks(sel.tasks), shots, ex.parse_suite(sel.suite)))
+            raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5 (or default)")
+        tasks = ex.parse_tasks(sel.tasks)
+        if sel.suite:
+            out.append((tasks, shots, ex.parse_suite(sel.suite)))
+        else:  # as oellm-eval: a task's suite is the task registry's, else lm-eval's
+            from oellm.task_groups import load_task_groups
+
+            out += [(names, shots, suite) for suite, names in
+                    load_task_groups(sel.task_groups_file).suites_of(tasks).items()]
     if sel.task_groups:
-        from oellm.task_groups import load_task_groups
+        from oellm.task_groups import load_task_groups, split_groups
 
         by_shots: dict[tuple[tuple[int, ...], str], list[str]] = {}
-        for t in load_task_groups(sel.task_groups_file).expand(ex.split_list(sel.task_groups)):
+        for t in load_task_groups(sel.task_groups_file).expand(split_groups(sel.task_groups)):
             by_shots.setdefault((t.n_shots, t.suite), []).append(t.task)
         out += [(tasks, list(shots), suite) for (shots, suite), tasks in by_shots.items()]
     return out
 
 
-def validate_rows(rows: Sequence[EvalRow], includes: Sequence[str]) -> None:
-    """Each suite checks the task names of its rows (one error naming every unknown one)."""
+def validate_rows(rows: Sequence[EvalRow], includes: Sequence[str], confirm_unsafe: bool = False) -> None:
+    """Each suite checks the task names of its rows (one error naming every unknown one); lm-eval's
+    options belong to lm-eval rows, and tasks that run model-written code need --confirm_run_unsafe_code."""
     from oellm.suites import WHOLE_LIMITS, by_suite, get_suite
 
     for name, group in by_suite(rows).items():
-        get_suite(name).validate(sorted({r.task for r in group}), list(includes))
+        names = sorted({r.task for r in group})
+        get_suite(name).validate(names, list(includes))
         if name in WHOLE_LIMITS and any(r.limit is not None and r.limit < 1 for r in group):
             raise OellmError(f"--limit: {name} takes a number of samples per task, not a fraction; "
                              f"give a whole number for its rows")
+        if name != "lm_eval" and any(r.options for r in group):
+            raise OellmError(f"--apply_chat_template, --system_instruction, --gen_kwargs, --seed, --predict_only and "
+                             f"--metadata are lm-eval's options; {name} rows ({names[0]}, ...) cannot take them")
+        if name == "lm_eval" and not confirm_unsafe:
+            from oellm.suites import lm_eval_needs
+            from oellm.suites.lm_eval import yaml_dirs
+
+            unsafe = lm_eval_needs.unsafe_tasks(names, yaml_dirs(includes))
+            if unsafe:
+                raise OellmError(f"task(s) {', '.join(unsafe)} run code the model writes; pass "
+                                 "--confirm_run_unsafe_code to evaluate them (as lm-eval asks)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from oellm.results.tables import leaderboard, model_label
+from oellm.results.tables import OVERALL, Board, with_labels
 
 SHOWN = ("output_tokens_per_s", "latency_s", "ttft_s", "tpot_s", "energy_per_token_j", "avg_power_w",
          "peak_rss_mb")
@@ -19,17 +19,20 @@ def split(df: Any) -> tuple[Any, Any]:
     return df[~is_bench], df[is_bench]
 
 
-def bench_table(bench: Any, scores: Any, metric: str | None = None) -> Any:
+def bench_table(bench: Any, scores: Board | None = None) -> Any:
     """One row per model and workload: the figures in SHOWN (missing ones empty, never 0) and, when the
-    model was also evaluated, its mean headline score over tasks."""
+    model was also evaluated, its mean headline score (the leaderboard's overall average, else its one
+    evaluated task or group) under the leaderboard's label (label both tables from one table: `with_labels`)."""
     b = bench[bench["metric"].isin(SHOWN)].reset_index(drop=True)
-    b = b.assign(label=[model_label(m, s, a) for m, s, a in zip(b["model"], b["step"], b["model_args"], strict=True)])
+    b = b if "label" in b else with_labels(b)
     table = b.pivot_table(index=["label", *WORKLOAD], columns="metric", values="value", aggfunc="first")
     # energy stays visible as a column even when no row had a meter: missing ("-"), never 0
     table = table.reindex(columns=[c for c in SHOWN if c in table.columns or c == "energy_per_token_j"])
     table.columns.name = None
-    if not scores.empty:
-        mean = leaderboard(scores, metric).mean(axis=1)
+    if scores is not None and not scores.table.empty:
+        t = scores.table
+        direct = [c for c, m in scores.columns.items() if m["direct"]] or list(scores.columns)
+        mean = t[OVERALL] if OVERALL in t else t[direct].mean(axis=1, skipna=False)
         table["mean_score"] = [mean.get(label) for label in table.index.get_level_values("label")]
     return table
 
@@ -40,7 +43,7 @@ def plot_bench(bench: Any, out: Path) -> list[Path]:
 
     plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
-    wide = bench_table(bench, bench.iloc[0:0]).reset_index()
+    wide = bench_table(bench).reset_index()
     written = []
     for name, x, y, xlabel, ylabel in (
             ("bench_throughput.png", "batch_size", "output_tokens_per_s", "batch size", "generated tokens / s"),

@@ -31,20 +31,22 @@ def score_table(run: RunDir, rows: Sequence[EvalRow]) -> str:
         path = run.result_path(r.row_id)
         if not path.exists():
             continue
-        best = headline(read_json(path), r.task)
+        result = read_json(path)
+        best = headline(result, r.task)
         score = f"{best[0].split(',')[0]} {best[1]:.4f}" if best else "no metric"
         model = r.model if len(r.model) <= 40 else "..." + r.model[-37:]
-        lines.append(f"  {model:<40} {r.task:<28} {r.n_shot:>2}-shot  {score}")
+        used = (result.get("n-shot") or {}).get(r.task, r.n_shot)  # the task's own count when n_shot is default
+        lines.append(f"  {model:<40} {r.task:<28} {'?' if used is None else used:>2}-shot  {score}")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- tidy records (collect-results)
 
-COLUMNS = ["model", "model_args", "step", "task", "kind", "evaluated", "n_shot", "limit", "metric", "filter", "value",
-           "stderr", "row_id", "run", "cluster", "model_revision", "lm_eval_version", "date", "source",
-           "suite", "batch_size", "input_tokens", "output_tokens", "backend"]  # the last four: bench rows only
+COLUMNS = ["model", "model_args", "step", "task", "kind", "evaluated", "n_shot", "limit", "options", "metric", "filter", "value",
+           "stderr", "row_id", "run", "cluster", "model_revision", "lm_eval_version", "oellm_version", "host", "gpu",
+           "date", "source", "suite", "batch_size", "input_tokens", "output_tokens", "backend"]  # the last four: bench rows only
 # step is provenance; the suite is identity: lm-eval and lighteval normalise acc_norm differently
-IDENTITY = ["model", "model_args", "task", "n_shot", "limit", "metric", "filter", "suite"]
+IDENTITY = ["model", "model_args", "task", "n_shot", "limit", "options", "metric", "filter", "suite"]
 
 
 def records(result: dict[str, Any], source: str, run: str, cluster: str | None) -> list[tuple]:
@@ -67,11 +69,14 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
     if step is None and model:
         step = checkpoint_step(model)
     limit = None if limit is None else float(limit)
+    options = row.get("options") if row else _cli_options(result)
     date = prov.get("ended") or _iso(result.get("date"))
     lm_version = prov.get("lm_eval_version") or result.get("lm_eval_version")
     bench = result.get("bench") or {}
     suite = row.get("suite") or result.get("suite") or ("bench" if bench else DEFAULT_SUITE)
-    extra = (suite, *(bench.get(k) for k in ("batch_size", "input_tokens", "output_tokens", "backend")))
+    # the columns after row_id are the same for every value of the file: one tuple, appended to each
+    tail = (run, cluster, revision, lm_version, prov.get("oellm_version"), prov.get("host"), prov.get("gpu"), date,
+            source, suite, *(bench.get(k) for k in ("batch_size", "input_tokens", "output_tokens", "backend")))
     shots = result.get("n-shot") or {}
     subtasks = {g: subs for g, subs in (result.get("group_subtasks") or {}).items() if subs}
     groups = set(result.get("groups") or ()) | set(subtasks)
@@ -93,9 +98,25 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
                 continue
             err = metrics.get(f"{name}_stderr,{filt}")
             err = float(err) if isinstance(err, (int, float)) and not isinstance(err, bool) else None
-            out.append((model, args, step, task, kind, evaluated, n_shot, limit, name, filt, float(value), err, row_id,
-                        run, cluster, revision, lm_version, date, source, *extra))
+            out.append((model, args, step, task, kind, evaluated, n_shot, limit, options or "", name, filt, float(value),
+                        err, row_id) + tail)
     return out
+
+
+def _cli_options(result: dict[str, Any]) -> str:
+    """The options of a plain `lm_eval` results file, from the top-level fields its CLI writes: a chat
+    evaluation is another evaluation than a plain one, whichever tool ran it."""
+    from oellm.errors import OellmError
+    from oellm.options import row_options
+
+    if not result.get("chat_template") and not result.get("system_instruction"):
+        return ""
+    try:
+        return row_options(apply_chat_template=bool(result.get("chat_template")) or None,
+                           fewshot_as_multiturn=result.get("fewshot_as_multiturn") if result.get("chat_template") else None,
+                           system_instruction=result.get("system_instruction"))
+    except OellmError:
+        return ""
 
 
 def _row_id(model: str, args: str, task: str, n_shot: int | None, limit: float | None, suite: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from oellm.rows import shot_label
 from oellm.rundir import JobRef, RunDir
 from oellm.runs.states import PROBLEMS, REQUEUED, RowState, breakdown, counts, requeued
 from oellm.slurm import job_ids
@@ -46,7 +47,7 @@ def _fmt_s(seconds: float | None) -> str:
 
 
 def _row_label(r: JobRef) -> str:
-    return f"{r.model} | {r.task} | {r.n_shot}-shot"
+    return f"{r.model} | {r.task} | {shot_label(r.n_shot)}-shot"
 
 
 def to_json(v: View, by: str | None) -> dict[str, Any]:

@@ -8,20 +8,23 @@ out, more GPUs when asked), one `sbatch` per group and chunk; the workers skip r
 from __future__ import annotations
 
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oellm.clusters import ClusterConfig, format_minutes, parse_time
+from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.executors import for_run
 from oellm.plan.overrides import SlurmOverrides, with_overrides
 from oellm.plan.packing import check_time_limit, has_suite_images, image_keys, plan_submission
-from oellm.rundir import RunDir, read_jobs
+from oellm.render import render_for_path, rendered_for
+from oellm.rundir import RunDir, atomic_open, read_jobs
 from oellm.runs import states as st
-from oellm.runs.view import view
+from oellm.runs.view import is_dry_run, view
+from oellm.sitevalues import format_minutes, gres_for, parse_time
 from oellm.slurm import task_elements
 
 
@@ -34,8 +37,8 @@ class Resubmit(SlurmOverrides):
         dry_run: Print what would be submitted, submit nothing.
         time_limit: Time limit for every resubmitted task (HH:MM:SS or D-HH:MM:SS), instead of doubling
             the limit of tasks that timed out.
-        gpus_per_task: GPUs for every resubmitted task (`--gres=gpu:N`), e.g. after out-of-memory rows;
-            with more than one, Hugging Face models are spread over them (lm-eval's parallelize=True).
+        gpus_per_task: GPUs for every resubmitted task (`--gres=gpu:N`): with --gpu_mode spread one model over
+            them (after out-of-memory rows), with workers (the run's default) one worker per GPU.
         batch_size: lm-eval batch size for the resubmitted tasks (default: halve an integer batch size for
             tasks with an out-of-memory row).
         infra_only: Only tasks that failed because of the node or the scheduler (NODE_FAIL, PREEMPTED,
@@ -61,6 +64,9 @@ def _resubmit(run: RunDir, opts: Resubmit) -> None:
     manifest = run.read_manifest()
     executor = for_run(run, manifest)
     executor.require_control(run, "resubmit")
+    if is_dry_run(manifest):  # its models were never pre-cached nor proven, its placeholders never checked
+        raise OellmError(f"{run.path} is a dry run: nothing was pre-cached or proven for it; run its schedule-eval "
+                         "command again without --dry_run (run.json command_line) to submit it through those checks")
     cluster = with_overrides(executor.cluster, opts)  # validates the overrides like a clusters file
     fixed = None if opts.time_limit is None else check_time_limit(opts.time_limit, cluster)
     gpus_per_task, infra_only = opts.gpus_per_task, opts.infra_only
@@ -76,7 +82,8 @@ def _resubmit(run: RunDir, opts: Resubmit) -> None:
         print(f"nothing to resubmit in {run.path}: " + ", ".join(f"{k} {n}" for k, n in st.counts(v.states).items()))
         return
     groups = _groups(v.states, todo, manifest, cluster, fixed, gpus_per_task, _override_flags(opts))
-    overrides = _overrides(v.states, set(todo), manifest, opts.batch_size, gpus_per_task)
+    spread = None if gpus_per_task is None and opts.gpu_mode is None else cluster.spreads
+    overrides = _overrides(v.states, set(todo), manifest, opts.batch_size, spread)
     capacity = executor.capacity()
     queued = capacity.queued
     plans = []
@@ -93,24 +100,42 @@ def _resubmit(run: RunDir, opts: Resubmit) -> None:
               + (f" {' '.join(options)}" if options else ""))
         if plan.held_back:
             print(f"queue limit: {plan.held_back} task(s) not submitted now; run resubmit again later")
-    note = _oom_note(v.states, set(todo), manifest, overrides, gpus_per_task)
+    note = _oom_note(v.states, set(todo), manifest, overrides, spread)
     if note:
         print(note)
     if overrides:
         print("worker settings: " + "; ".join(f"task {t}: " + ", ".join(f"{k}={v}" for k, v in o.items())
                                              for t, o in overrides.items()))
     if opts.dry_run:
+        _follow_the_dir(run, manifest, executor.cluster, dry_run=True)
         print("dry run: nothing submitted")
         return
     if overrides:  # before submitting: the workers read run.json when they start
         old = manifest.get("task_overrides") or {}
         run.update_manifest(task_overrides={**old, **{t: {**old.get(t, {}), **o} for t, o in overrides.items()}})
+    _follow_the_dir(run, manifest, executor.cluster)
     run.update_manifest(cancelled=None)
     for options, plan in plans:
         if plan.chunks:
             executor.submit(run, plan, print, options=options)
     covered = task_elements(run.read_manifest().get("submissions") or [])
     run.update_manifest(held_back_tasks=int(manifest.get("n_tasks") or 0) - len(covered))
+
+
+def _follow_the_dir(run: RunDir, manifest: dict[str, Any], cluster: ClusterConfig, dry_run: bool = False) -> None:
+    """A run dir copied or moved elsewhere resubmits into itself: its script is rendered again for its current
+    path (worker, logs, binds), never left pointing at the original."""
+    old = manifest.get("run_dir") or rendered_for(run.script.read_text())
+    new = str(run.path.resolve())
+    if old is None or old == new:
+        return
+    if dry_run:
+        print(f"this run dir was made at {old}: a resubmit renders its script again for {new}")
+        return
+    with atomic_open(run.script) as fh:
+        fh.write(render_for_path(cluster, manifest, old, new, sys.executable))
+    run.update_manifest(run_dir=new)
+    print(f"this run dir was made at {old}: its script now names {new}, so the workers write here")
 
 
 def _override_flags(opts: SlurmOverrides) -> list[str]:
@@ -151,7 +176,7 @@ def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any]
     """sbatch options -> the tasks that need them, in task order."""
     timed_out = {s.row.task_index for s in states if s.state == "timeout"}
     out_of_host_memory = {s.row.task_index for s in states if st.host_oom(s)}
-    last, last_mem = last_minutes(manifest), _last_option(manifest, "--mem=")
+    last, last_mem, own = last_minutes(manifest), _last_option(manifest, "--mem="), _last_option(manifest, "--time=")
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     capped, stuck = [], []
     for t in todo:
@@ -163,8 +188,10 @@ def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any]
             if before >= cluster.max_minutes:
                 capped.append(t)
             options.append(f"--time={format_minutes(min(cluster.max_minutes, 2 * before))}")
+        elif own.get(t):  # not timed out: the limit of its last submission (its own, below the script's)
+            options.append(f"--time={own[t]}")
         if gpus is not None:
-            options.append(f"--gres=gpu:{gpus}")
+            options.append(f"--gres={gres_for(cluster.sbatch_options.get('gres') or cluster.gres, gpus)}")
         if t in out_of_host_memory and not any(o.startswith("--mem=") for o in extra):
             mem = double_mem(last_mem.get(t) or cluster.mem)  # SLURM killed it for host memory: ask for twice
             options += [f"--mem={mem}"] if mem else []
@@ -185,9 +212,9 @@ def cuda_oom(s: st.RowState) -> bool:
 
 
 def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, Any], batch_size: str | None,
-               gpus: int | None) -> dict[str, dict[str, Any]]:
+               spread: bool | None) -> dict[str, dict[str, Any]]:
     """Per-task settings for the workers: an explicit --batch_size, else half the size after an OOM;
-    a model spread over the GPUs when there are several."""
+    `spread` (None: unchanged): a model spread over the task's GPUs, or one worker per GPU."""
     out: dict[str, dict[str, Any]] = defaultdict(dict)
     if batch_size is not None:
         value: str | int = int(batch_size) if str(batch_size).isdigit() else batch_size
@@ -199,20 +226,20 @@ def _overrides(states: list[st.RowState], todo: set[int], manifest: dict[str, An
             size = (old.get(str(t)) or {}).get("batch_size", manifest.get("batch_size"))
             if str(size).isdigit() and int(size) > 1:
                 out[str(t)]["batch_size"] = int(size) // 2
-    if gpus is not None:
+    if spread is not None:
         for t in sorted(todo):
-            out[str(t)]["parallelize"] = gpus > 1
+            out[str(t)]["parallelize"] = spread
     return dict(out)
 
 
 def _oom_note(states: list[st.RowState], todo: set[int], manifest: dict[str, Any],
-              overrides: dict[str, dict[str, Any]], gpus: int | None) -> str | None:
+              overrides: dict[str, dict[str, Any]], spread: bool | None) -> str | None:
     """Out-of-memory tasks that would get nothing different (batch "auto" or 1, no --gpus_per_task)."""
     oom = {s.row.task_index for s in states if cuda_oom(s) and s.row.task_index in todo}
     stuck = sorted(t for t in oom if "batch_size" not in overrides.get(str(t), {}))
-    if not stuck or gpus is not None:
+    if not stuck or spread:
         return None
     old = manifest.get("task_overrides") or {}
     sizes = sorted({str(old.get(str(t), {}).get("batch_size", manifest.get("batch_size"))) for t in stuck})
     return (f"note: {len(stuck)} task(s) ran out of memory with a batch size that cannot be halved "
-            f"({', '.join(sizes)}); pass --batch_size N or --gpus_per_task N to change what they get")
+            f"({', '.join(sizes)}); pass --batch_size N, or --gpus_per_task N --gpu_mode spread to spread the model")

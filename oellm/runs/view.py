@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from oellm.runs.report import View, to_json, to_text
 
 WATCH_INTERVAL_S = float(os.environ.get("OELLM_WATCH_INTERVAL_S", "15"))
 RECENT_RUNS = 20
+DRY_RUN_NOTE = ("dry run: nothing was pre-cached, proven or submitted here; run the schedule-eval command without "
+                "--dry_run to start it\n")
 _ETA_SAMPLE = 50  # done records read for the mean time per row
 
 
@@ -67,6 +70,15 @@ def view(run_dir: Path) -> View:
                 _measured_wall(run) if manifest.get("prediction") else None)
 
 
+def is_dry_run(manifest: dict[str, Any]) -> bool:
+    """A `--dry_run` dir: nothing pre-cached, proven or submitted. Older dirs did not record it: a SLURM run
+    with no submission and nothing held back by the queue limit was never submitted."""
+    if "dry_run" in manifest:
+        return bool(manifest["dry_run"])
+    return (manifest.get("executor") == "slurm" and not manifest.get("submissions")
+            and not manifest.get("held_back_tasks") and not manifest.get("cancelled"))
+
+
 def _measured_wall(run: RunDir) -> float | None:
     """First row started to last row ended, from the state records (read only for runs the advisor
     planned, to compare with its prediction)."""
@@ -78,13 +90,24 @@ def _measured_wall(run: RunDir) -> float | None:
     return (max(ends) - min(starts)).total_seconds() if starts and ends else None
 
 
-def show(run_dir: Path, by: str | None, as_json: bool, watch: bool, out: Callable[[str], None] = print) -> View:
+def pipe_print(text: str) -> None:
+    """print, for output read through a pipe: when the reader has gone (`oellm status RUN | head`), stop
+    quietly instead of a BrokenPipeError traceback (stdout now points at /dev/null for the exit flush)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
+
+
+def show(run_dir: Path, by: str | None, as_json: bool, watch: bool, out: Callable[[str], None] = pipe_print) -> View:
     """Print one refresh, or refresh every WATCH_INTERVAL_S until no row may still change."""
     if by not in (None, "model", "task"):
         raise OellmError(f"--by: {by!r} is not valid; use model or task")
     while True:
         v = view(run_dir)
-        out(jsonlib.dumps(to_json(v, by), indent=1) if as_json else to_text(v, by))
+        out(jsonlib.dumps({**to_json(v, by), "dry_run": is_dry_run(v.manifest)}, indent=1) if as_json else
+            (DRY_RUN_NOTE if is_dry_run(v.manifest) else "") + to_text(v, by))
         # without a queue to ask, rows without a record stay "pending" after the run is over: wait on running ones
         waiting = st.UNFINISHED if for_run(v.run, v.manifest).tracks_queue else {"running"}
         if not watch or not any(s.state in waiting for s in v.states):
@@ -94,7 +117,7 @@ def show(run_dir: Path, by: str | None, as_json: bool, watch: bool, out: Callabl
             out(f"--- {utc_now()}")
 
 
-def list_runs(root: Path, out: Callable[[str], None] = print) -> None:
+def list_runs(root: Path, out: Callable[[str], None] = pipe_print) -> None:
     """One line per recent run under `root`, counted from the run dir alone (no SLURM call per run)."""
     try:
         runs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
@@ -116,7 +139,7 @@ def list_runs(root: Path, out: Callable[[str], None] = print) -> None:
             c[state] = c.get(state, 0) + 1
         n = int(m.get("n_rows") or 0)
         c["no record"] = max(0, n - sum(c.values()))
-        flag = " cancelled" if m.get("cancelled") else ""
+        flag = (" cancelled" if m.get("cancelled") else "") + (" dry run" if is_dry_run(m) else "")
         out(f"  {p.name}  {m.get('executor')}/{m.get('cluster')}{flag}  rows {n}: "
             + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     if len(runs) > RECENT_RUNS:

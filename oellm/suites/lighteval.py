@@ -157,7 +157,7 @@ class LightevalSuite:
         params = PipelineParameters(launcher_type=ParallelismManager.NONE, max_samples=_samples(row.limit),
                                     custom_tasks_directory=custom_tasks(settings.get("include_paths") or []))
         with tempfile.TemporaryDirectory(prefix="oellm-lighteval-out-") as out:
-            pipeline = Pipeline(tasks=f"{row.task}|{row.n_shot}", pipeline_parameters=params, model=model,
+            pipeline = Pipeline(tasks=f"{row.task}|{row.n_shot or 0}", pipeline_parameters=params, model=model,
                                 evaluation_tracker=EvaluationTracker(output_dir=out, save_details=False))
             pipeline.evaluate()
             final = pipeline.get_results()

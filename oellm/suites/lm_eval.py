@@ -14,8 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from oellm import options
 from oellm.rows import EvalRow, ModelRef
 from oellm.rundir import utc_now
+from oellm.suites import lm_eval_needs
 from oellm.suites import lm_eval_shard as shard
 from oellm.suites import lm_eval_tasks as tasks
 from oellm.suites.base import RowFailure, on_disk
@@ -36,7 +38,14 @@ class LmEvalSuite:
         tasks.validate_tasks(list(names), yaml_dirs(include_paths))
 
     def datasets(self, names: Sequence[str], include_paths: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        return tasks.task_datasets(list(names), yaml_dirs(include_paths))
+        return lm_eval_needs.task_datasets(list(names), yaml_dirs(include_paths))
+
+    def fewshot_pools(self, rows: Sequence[EvalRow], include_paths: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Each leaf task's few-shot split and the most shots its rows ask (the pre-cache counts them)."""
+        shots: dict[str, set[int | None]] = {}
+        for r in rows:
+            shots.setdefault(r.task, set()).add(r.n_shot)
+        return lm_eval_needs.fewshot_pools(shots, yaml_dirs(include_paths))
 
     def load(self, ref: ModelRef, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Check the model is on disk (never wait for a network compute nodes lack), then load it once."""
@@ -47,7 +56,8 @@ class LmEvalSuite:
         revision = ref.commit(settings.get("model_revisions") or {}) or ref.revision
         _, resolved = on_disk(ref, revision)
         # `oellm resubmit --gpus_per_task N` after an OOM: spread the model over the task's GPUs
-        args = ref.lm_eval_args(revision, parallelize=True if settings.get("parallelize") else None)
+        args = ref.lm_eval_args(revision, _hub_tokenizer_path(ref),
+                                parallelize=True if settings.get("parallelize") else None)
         cuda = torch.cuda.is_available()
         info = {"args": args, "metadata": simple_parse_args_string(args), "revision": resolved,
                 "device": "cuda" if cuda else "cpu", "gpu": torch.cuda.get_device_name(0) if cuda else None,
@@ -56,7 +66,8 @@ class LmEvalSuite:
         t0 = time.perf_counter()
         log.info("loading %s on %s", args, info["device"])
         _cache_env_info()
-        lm = get_model("hf").create_from_arg_string(args, {"batch_size": info["batch_size"], "device": info["device"]})
+        lm = get_model("hf").create_from_arg_string(args, {"batch_size": info["batch_size"], "device": info["device"],
+                                                           "max_batch_size": settings.get("max_batch_size") or 64})
         if info["batch_size"] == "auto":
             remember_batch_sizes(lm)
         self._loads += 1
@@ -89,19 +100,30 @@ class LmEvalSuite:
     def _simple_evaluate(self, model: Any, model_args: str, row: EvalRow, rows: Sequence[EvalRow],
                          settings: dict[str, Any], info: dict[str, Any], log_samples: bool | None = None) -> Any:
         import lm_eval
+        from lm_eval.loggers import EvaluationTracker
 
         if self._task_manager is None:  # one index for all rows of the process (milliseconds, not 15 s)
             self._task_manager = tasks.task_manager_for(sorted({r.task for r in rows}),
                                                         yaml_dirs(settings.get("include_paths") or []))
-        return lm_eval.simple_evaluate(
+        kwargs = options.simple_evaluate_kwargs(row.options, settings)
+        # task metadata as lm-eval's CLI builds it: the model args, then --metadata over them
+        metadata = {**info["metadata"], **(options.parse_row_options(row.options).get("metadata") or {})}
+        tracker = EvaluationTracker()  # no output path: it only records the run's settings, as the CLI's does
+        out = lm_eval.simple_evaluate(
             model=model, model_args=model_args, tasks=[row.task], num_fewshot=row.n_shot,
-            limit=_limit(row.limit), task_manager=tasks.with_metadata(self._task_manager, info["metadata"]),
+            limit=_limit(row.limit), task_manager=tasks.with_metadata(self._task_manager, metadata),
             log_samples=bool(settings.get("log_samples", False)) if log_samples is None else log_samples,
-            batch_size=info["batch_size"], device=info["device"], use_cache=None, cache_requests=False)
+            batch_size=info["batch_size"], device=info["device"], use_cache=None, cache_requests=False,
+            evaluation_tracker=tracker, **kwargs)
+        if out is not None:
+            cli_fields(out, tracker)
+        return out
 
     @staticmethod
     def _scored(out: Any, row: EvalRow) -> tuple[dict[str, Any], Any]:
         samples = out.pop("samples", None) if out else None
+        if options.parse_row_options(row.options).get("predict_only"):  # lm-eval's --predict_only: no metrics
+            return out, samples
         if not has_metrics(out):
             raise RowFailure("no_metrics", f"lm-eval finished task {row.task} but reported no metrics")
         return out, samples
@@ -112,6 +134,36 @@ class LmEvalSuite:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def cli_fields(out: dict[str, Any], tracker: Any) -> None:
+    """The top-level fields the `lm_eval` CLI writes into its results file besides what `simple_evaluate`
+    returns (model_name, chat_template, chat_template_sha, system_instruction, fewshot_as_multiturn,
+    start/end time, task_hashes), so a tool that reads lm-eval's output reads ours. Set as its
+    `EvaluationTracker.save_results_aggregated` sets them; task hashes exist only with logged samples."""
+    from dataclasses import asdict
+
+    from lm_eval.utils import hash_string
+
+    tracker.general_config_tracker.log_end_time()
+    hashes = {}
+    for name, task_samples in (out.get("samples") or {}).items():
+        hashes[name] = hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in task_samples))
+    out["task_hashes"] = hashes
+    out.update(asdict(tracker.general_config_tracker))
+
+
+def _hub_tokenizer_path(ref: ModelRef) -> dict[str, str]:
+    """`tokenizer=org/tok` -> its snapshot dir in the offline cache (the pre-cache fetched it). lm-eval
+    loads a hub tokenizer at the model's revision, a commit of another repo; a path takes none."""
+    from oellm.rows import is_path
+
+    tok = ref.arg_dict.get("tokenizer")
+    if not tok or is_path(tok):
+        return {}
+    from huggingface_hub import snapshot_download
+
+    return {"tokenizer": snapshot_download(tok, local_files_only=True)}
 
 
 def yaml_dirs(sources: Sequence[str]) -> list[str]:

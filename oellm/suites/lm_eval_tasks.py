@@ -9,6 +9,8 @@ builds a `TaskManager` over only the folders holding its tasks' YAMLs, which tak
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ def cache_dir() -> Path:
 MIN_LM_EVAL = "0.4.12"  # its task index, factory and YAML loader modules, used below, start there
 
 
-def _internal(name: str) -> Any:
+def internal(name: str) -> Any:
     """One of lm-eval's task modules we build on; an older lm-eval is one clear error, not a traceback."""
     import importlib
 
@@ -77,20 +79,43 @@ def _children(kind: str, cfg: dict[str, Any] | None, tags: Iterable[str]) -> lis
 
 def _scan(paths: list[Path]) -> dict[str, dict[str, Any]]:
     """Index `paths` with lm-eval's own TaskIndex (the same rules TaskManager applies)."""
-    TaskIndex = _internal("_index").TaskIndex
+    TaskIndex = internal("_index").TaskIndex
 
     out = {}
     for name, e in TaskIndex.build(paths).items():
         kind = _KINDS.get(e.kind.name, "task")
         out[name] = {"type": kind, "yaml_path": str(e.yaml_path) if e.yaml_path else None,
-                     "children": _children(kind, e.cfg, e.tags)}
+                     "children": _children(kind, e.cfg, e.tags), **_plan_facts(kind, e.cfg)}
     return out
+
+
+def _plan_facts(kind: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """What planning checks of a task, read once with the index (its config, includes resolved):
+    whether it runs model-written code, and where its few-shot examples come from."""
+    if kind != "task" or not isinstance(cfg, dict):
+        return {}
+    split = cfg.get("fewshot_split") or cfg.get("training_split") or cfg.get("validation_split")
+    fixed = isinstance(cfg.get("fewshot_config"), dict) and cfg["fewshot_config"].get("samples")
+    try:
+        own = int(cfg.get("num_fewshot") or 0)
+    except (TypeError, ValueError):
+        own = 0
+    return {"unsafe": bool(cfg.get("unsafe_code")),
+            "fewshot": [str(split), own] if split and not fixed else None}
+
+
+INDEX_FORMAT = 2  # bumped when an entry gains fields: an older cached index is rebuilt, not half-read
 
 
 def _stock_index() -> dict[str, dict[str, Any]]:
     """The stock index, from the on-disk cache when it matches this lm-eval version; else built and saved."""
+    path = cache_dir() / f"lm_eval-{lm_eval_version()}-tasks-{INDEX_FORMAT}.json"
+    return _stock_index_at(path, path.stat().st_mtime_ns if path.exists() else None)
+
+
+@functools.lru_cache(maxsize=2)  # read once per process (a 2 MB JSON), again only when the file changes
+def _stock_index_at(path: Path, stamp: int | None) -> dict[str, dict[str, Any]]:
     root = stock_tasks_dir()
-    path = cache_dir() / f"lm_eval-{lm_eval_version()}-tasks.json"
     try:
         with open(path) as fh:
             cached = json.load(fh)
@@ -115,12 +140,46 @@ def _stock_index() -> dict[str, dict[str, Any]]:
 
 
 def _include_index(include_paths: list[str]) -> dict[str, dict[str, Any]]:
+    return _include_index_of(tuple(include_paths))
+
+
+@functools.lru_cache(maxsize=8)  # planning asks several times (names, unsafe tasks, datasets) per process
+def _include_index_of(include_paths: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The include dirs' index, kept on disk under a fingerprint of their task files (names, sizes,
+    mtimes): building it imports lm-eval's task modules and with them `datasets` (~1-3 s), which a
+    repeated plan over unchanged dirs should not pay."""
     if not include_paths:
         return {}
     missing = [p for p in include_paths if not Path(p).is_dir()]
     if missing:
         raise OellmError(f"task include path(s) not found: {', '.join(missing)}")
-    return _scan([Path(p) for p in include_paths])
+    path = cache_dir() / "include-index" / f"{_fingerprint(include_paths)}-{INDEX_FORMAT}.json"
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        pass
+    index = _scan([Path(p) for p in include_paths])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path) as fh:
+            json.dump(index, fh, separators=(",", ":"))
+    except OSError as e:  # a read-only home must not stop planning
+        log.warning("could not cache the task index of %s in %s: %s", ", ".join(include_paths), path, e)
+    return index
+
+
+def _fingerprint(dirs: tuple[str, ...]) -> str:
+    """What lm-eval's index of these dirs depends on: every YAML and Python file's path, size and mtime."""
+    h = hashlib.sha1(lm_eval_version().encode())
+    for d in dirs:
+        for root, subdirs, files in os.walk(d):
+            subdirs.sort()
+            for name in sorted(files):
+                if name.endswith((".yaml", ".yml", ".py")) or "." not in name:
+                    st = os.stat(os.path.join(root, name))
+                    h.update(f"{root}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
 
 
 def task_index(include_paths: list[str]) -> dict[str, dict[str, Any]]:
@@ -149,7 +208,7 @@ def _closure(names: Iterable[str], index: dict[str, dict[str, Any]]) -> tuple[se
     return seen, absent
 
 
-def _resolve(names: list[str], include_paths: list[str]) -> tuple[dict[str, dict[str, Any]], set[str], set[str]]:
+def resolve(names: list[str], include_paths: list[str]) -> tuple[dict[str, dict[str, Any]], set[str], set[str]]:
     """(index, names reachable from `names`, names of the include paths). The stock index is read only
     when the include paths alone leave something unresolved, so a run of custom tasks never pays for it."""
     index = _include_index(include_paths)
@@ -168,7 +227,7 @@ def validate_tasks(names: list[str], include_paths: list[str]) -> None:
     unknown = [n for n in wanted if n not in index]
     if unknown:
         index = {**_stock_index(), **index}
-        unknown = [n for n in unknown if n not in index and not _is_yaml_file(n)]
+        unknown = [n for n in unknown if n not in index and not is_yaml_file(n)]
     if not unknown:
         return
     known = list(index)
@@ -179,7 +238,7 @@ def validate_tasks(names: list[str], include_paths: list[str]) -> None:
     raise OellmError(f"unknown task(s): {', '.join(parts)}; see 'lm-eval ls tasks' or pass --lm_eval_include_path")
 
 
-def _is_yaml_file(name: str) -> bool:
+def is_yaml_file(name: str) -> bool:
     """lm-eval also accepts a path to a task YAML in place of a name."""
     return name.endswith((".yaml", ".yml")) and Path(name).is_file()
 
@@ -201,7 +260,7 @@ def task_manager_for(names: list[str], include_paths: list[str], metadata: dict[
     from lm_eval.tasks import TaskManager
 
     t0 = time.perf_counter()
-    index, seen, user = _resolve(names, include_paths)
+    index, seen, user = resolve(names, include_paths)
     dirs = {Path(index[n]["yaml_path"]).parent for n in seen if n not in user and index[n]["yaml_path"]}
     tm = None
     if all(n in index for n in names) and stock_tasks_dir() not in dirs:
@@ -225,7 +284,7 @@ def with_metadata(tm: Any, metadata: dict[str, Any]) -> Any:
     from it). lm-eval applies metadata only when it builds a task (in its TaskFactory), so a new
     factory equals a new TaskManager without re-indexing."""
     if getattr(tm, "metadata", None) != metadata and hasattr(tm, "_factory"):
-        tm.metadata, tm._factory = metadata, _internal("_factory").TaskFactory(meta=metadata)
+        tm.metadata, tm._factory = metadata, internal("_factory").TaskFactory(meta=metadata)
     return tm
 
 
@@ -237,39 +296,3 @@ def _same_entry(entry: Any, want: dict[str, Any]) -> bool:
         return sorted(entry.tags) == want["children"]
     return str(entry.yaml_path) == want["yaml_path"]
 
-
-def task_datasets(names: list[str], include_paths: list[str]) -> dict[str, dict[str, Any] | None]:
-    """Every leaf task reachable from `names` (through groups and tags) -> the dataset lm-eval will load:
-    {"dataset_path", "dataset_name", "dataset_kwargs"}, or None for a Python task whose YAML names none.
-
-    Read from the task YAMLs (with their `include:`s) without building the tasks, which would load
-    every dataset; the pre-cache needs the names first, to fetch each dataset once."""
-    load_yaml = _internal("_yaml_loader").load_yaml
-
-    index, seen, _ = _resolve(names, include_paths)
-    out: dict[str, dict[str, Any] | None] = {}
-    for name in sorted(n for n in seen if index[n]["type"] == "task"):
-        path = index[name]["yaml_path"]
-        if not path:
-            out[name] = None
-            continue
-        cfg = load_yaml(path, resolve_func=False)
-        for entry in cfg.get("task_list") or []:  # one YAML defining several tasks
-            if isinstance(entry, dict) and entry.get("task") == name:
-                cfg = {**cfg, **entry}
-        out[name] = _dataset_of(cfg)
-    for name in names:  # a task given as a YAML file
-        if name not in index and _is_yaml_file(name):
-            out[name] = _dataset_of(load_yaml(name, resolve_func=False))
-    return out
-
-
-def _dataset_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
-    """A task config's dataset; None when it has none or builds its own (`custom_dataset`)."""
-    if not cfg.get("dataset_path") or cfg.get("custom_dataset"):
-        return None
-    return {"dataset_path": cfg["dataset_path"], "dataset_name": cfg.get("dataset_name"),
-            "dataset_kwargs": cfg.get("dataset_kwargs") or {}}
-
-
-__all__ = ["cache_dir", "task_datasets", "task_index", "task_manager_for", "validate_tasks", "with_metadata"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm import runlock
-from oellm.rows import EvalRow
+from oellm.rows import EvalRow, shot_label
 from oellm.rundir import RunDir, read_jobs, read_json, utc_now
 
 log = logging.getLogger("oellm.worker")
@@ -35,14 +35,12 @@ def merge_if_complete(run: RunDir, suite: Any, row: EvalRow, settings: dict[str,
         shards = [read_json(p)["shard"] for p in found]
         t0 = time.perf_counter()
         out, samples = suite.merge(whole, shards, settings, model_args)
-        out["oellm"] = {"row": {"row_id": whole.row_id, "model": whole.model, "model_args": whole.model_args,
-                                "task": whole.task, "n_shot": whole.n_shot, "limit": whole.limit, "step": whole.step,
-                                "suite": whole.suite},
+        out["oellm"] = {"row": whole.record(),
                         "merged_from": [s.row_id for s in parts], "num_shards": len(parts), "ended": utc_now(),
                         "merge_s": round(time.perf_counter() - t0, 3),
                         "model_revision": (settings.get("model_revisions") or {}).get(whole.ref.revision_key)}
         write(run, whole, out, samples)
-    log.info("merged %d shard(s) of %s | %s | %d-shot into %s", len(parts), whole.model, whole.task, whole.n_shot,
+    log.info("merged %d shard(s) of %s | %s | %s-shot into %s", len(parts), whole.model, whole.task, shot_label(whole.n_shot),
              whole.row_id)
     return True
 

@@ -21,9 +21,10 @@ from typing import Any
 from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.offline import WORKER_ENV
-from oellm.rows import EvalRow
+from oellm.rows import EvalRow, shot_label
 from oellm.rundir import RunDir, atomic_open, read_jobs, read_json, utc_now
 from oellm.suites.base import RowFailure, Suite
+from oellm.worker import gpus
 from oellm.worker.support import Interrupted, JobEnv, LogTail, Once, signals_raise
 
 log = logging.getLogger("oellm.worker")
@@ -60,6 +61,9 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
     # `oellm resubmit` may override settings (a smaller batch size after an OOM) for some tasks
     ctx = _Context(rd, {**manifest, **(manifest.get("task_overrides") or {}).get(str(task), {})}, env, task)
     rows = [r for r in read_jobs(rd.jobs) if r.task_index == ctx.index]
+    split = gpus.part()
+    if split is not None:  # worker k of n of this task (one per GPU): every nth row
+        rows = gpus.share(rows, *split)
     todo = [r for r in rows if not rd.has_result(r.row_id)]
     log.info("array task %d: %d row(s), %d already done", ctx.index, len(rows), len(rows) - len(todo))
     for sub in (rd.results, rd.states):
@@ -67,6 +71,9 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
     limit = int((manifest.get("cluster_config") or {}).get("max_requeues", ClusterConfig.max_requeues))
     if env.restart_count > limit:
         return _give_up(ctx, todo, limit)
+    failed_workers = gpus.fan_out(rd.path, index, index_offset, len(todo), ctx.settings)
+    if failed_workers is not None:
+        return failed_workers
     try:
         with signals_raise(), ctx.tail.attached():
             return sum(not ok for ok in _evaluate_rows(ctx, todo))
@@ -138,7 +145,7 @@ def _evaluate_row(ctx: _Context, suite: Suite, row: EvalRow, loaded: Once, rows:
 
     try:
         record("running")
-        log.info("row %s: %s | %s | %d-shot", row.row_id, row.model, row.task, row.n_shot)
+        log.info("row %s: %s | %s | %s-shot", row.row_id, row.model, row.task, shot_label(row.n_shot))
         model, info = loaded.get()
         t_eval = time.perf_counter()
         out, samples = suite.evaluate(model, info, row, rows, ctx.settings)
@@ -181,8 +188,7 @@ def _provenance(ctx: _Context, row: EvalRow, out: dict[str, Any], info: dict[str
 
     shots = out.get("n-shot") or {}
     uniform = set(shots.values())
-    return {"row": {"row_id": row.row_id, "model": row.model, "model_args": row.model_args, "task": row.task,
-                    "n_shot": row.n_shot, "limit": row.limit, "step": row.step, "suite": row.suite},
+    return {"row": row.record(),
             **({"shard": row.shard, "num_shards": row.num_shards} if row.num_shards else {}),
             # a task's YAML may fix its shot count whatever was asked: record what was used
             "n_shot_used": shots.get(row.task, uniform.pop() if len(uniform) == 1 else shots),

@@ -1,0 +1,3 @@
+from oellm.follow.loop import main
+
+main()

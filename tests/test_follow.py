@@ -1,0 +1,431 @@
+"""Checkpoint layouts (upstream's `run/hf/iter_*`, a dir of models), checkpoint completeness, and
+`schedule-eval --follow`: in the foreground with the local executor, and as a SLURM job that resubmits itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from oellm.errors import OellmError
+from oellm.follow.state import Until, parse_duration
+from oellm.plan import checkpoints as ck
+from oellm.plan import expand as plan
+from oellm.rows import ModelRef
+
+
+def make_model(path: Path, weights: bool = True) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    if weights:
+        (path / "model.safetensors").write_bytes(b"\0" * 64)
+    return path
+
+
+def steps(refs: list[ModelRef]) -> list[int | None]:
+    return [r.step for r in refs]
+
+
+# ---------------------------------------------------------------- layouts (fast)
+
+
+@pytest.mark.fast
+def test_hf_iter_layout_expands_with_stride_and_last_n(tmp_path):
+    run = tmp_path / "run"
+    for step in (100, 200, 300, 400, 500):
+        make_model(run / "hf" / f"iter_{step:07d}")
+    (run / "hf" / "iter_0000600").mkdir()  # being converted: nothing in it yet
+    (run / "checkpoints_megatron").mkdir()  # the trainer's own format, not HF
+    got = plan.expand_model(ModelRef(str(run), "dtype=float16"))
+    assert steps(got) == [100, 200, 300, 400, 500]
+    assert got[0].name == str(run / "hf" / "iter_0000100") and got[0].kind == "checkpoint"
+    assert {r.args for r in got} == {"dtype=float16"}
+    assert steps(plan.expand_model(ModelRef(str(run)), stride=2)) == [100, 300, 500]
+    assert steps(plan.expand_model(ModelRef(str(run)), last_n=2)) == [400, 500]
+
+
+@pytest.mark.fast
+def test_dir_of_models_and_of_runs_one_level(tmp_path):
+    models = tmp_path / "models"
+    make_model(models / "a")
+    make_model(models / "b")
+    for step in (10, 20, 30):
+        make_model(models / "run1" / "hf" / f"iter_{step:07d}")
+        make_model(models / "run2" / f"checkpoint-{step}")
+    make_model(models / "deep" / "x" / "y")  # two levels down: not a model of this dir
+    (models / "notes").mkdir()
+    got = plan.expand_model(ModelRef(str(models)))
+    names = [Path(r.name).relative_to(models).as_posix() for r in got]
+    assert names == ["a", "b", "run1/hf/iter_0000010", "run1/hf/iter_0000020", "run1/hf/iter_0000030",
+                     "run2/checkpoint-10", "run2/checkpoint-20", "run2/checkpoint-30"]
+    assert steps(got) == [None, None, 10, 20, 30, 10, 20, 30]
+    # last_n and stride count within each training run; plain model dirs are not checkpoints
+    assert steps(plan.expand_model(ModelRef(str(models)), last_n=1)) == [None, None, 30, 30]
+    assert steps(plan.expand_model(ModelRef(str(models)), stride=2)) == [None, None, 10, 30, 10, 30]
+    with pytest.raises(OellmError, match="no config.json and no checkpoint dirs"):
+        plan.expand_model(ModelRef(str(models / "notes")))
+
+
+@pytest.mark.fast
+def test_hf_iter_checkpoints_are_labelled_by_their_run():
+    from oellm.results.tables import short_names
+
+    got = short_names(["/x/run7/hf/iter_0001000", "/x/run7/hf/iter_0002000", "/x/run8/hf/iter_0000100"])
+    assert got == {"/x/run7/hf/iter_0001000": "run7", "/x/run7/hf/iter_0002000": "run7",
+                   "/x/run8/hf/iter_0000100": "run8"}
+
+
+@pytest.mark.fast
+def test_planner_leaves_out_incomplete_checkpoints(tmp_path, caplog):
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-100")
+    sharded = make_model(run / "checkpoint-200", weights=False)
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    (sharded / "model-00001-of-00002.safetensors").write_bytes(b"\0" * 8)
+    got = plan.expand_model(ModelRef(str(run)))
+    assert steps(got) == [100]
+    assert "checkpoint-200: model.safetensors.index.json names 1 file(s) not on disk yet " \
+           "(model-00002-of-00002.safetensors)" in caplog.text
+    (sharded / "model-00002-of-00002.safetensors").write_bytes(b"\0" * 8)
+    assert steps(plan.expand_model(ModelRef(str(run)))) == [100, 200]
+    # a ready-marker: only checkpoints that have it
+    (run / "checkpoint-200" / "DONE").touch()
+    assert steps(plan.expand_model(ModelRef(str(run)), ready_file="DONE")) == [200]
+    with pytest.raises(OellmError, match="none of its 2 checkpoint"):
+        plan.expand_model(ModelRef(str(run)), ready_file="MISSING")
+
+
+@pytest.mark.fast
+def test_completeness_rules(tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    assert ck.incomplete(d) == "no config.json yet"
+    (d / "config.json").write_text("{}")
+    assert ck.incomplete(d) is None and ck.incomplete(d, need_weights=True) == "no weights file yet"
+    (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-1.safe')  # half-written
+    assert "not readable JSON yet" in ck.incomplete(d)
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-1.safetensors"}}))
+    assert "names 1 file(s) not on disk yet" in ck.incomplete(d, need_weights=True)
+    (d / "model-1.safetensors").write_bytes(b"x")
+    assert ck.incomplete(d, need_weights=True) is None
+    assert ck.incomplete(d, "DONE") == "no DONE yet"
+    assert ck.sizes(d)["model-1.safetensors"] == 1
+
+
+@pytest.mark.fast
+def test_follow_flags_are_checked():
+    assert parse_duration("5m", "x") == 300 and parse_duration("90", "x") == 90 and parse_duration("2h", "x") == 7200
+    for bad in ("5 minutes", "-1", "0", "01:00:00"):
+        with pytest.raises(OellmError, match="not a duration"):
+            parse_duration(bad, "--follow_interval")
+    assert Until.parse("job:1234", 0).job == "1234" and Until.parse("2h", 100).at == 7300
+    assert Until.parse("2999-12-24T00:00", 0).at > 0 and Until.parse(None, 0) == Until()
+    for bad, words in (("job:abc", "numeric id"), ("soon", "not a duration"), ("2001-01-01T00:00", "already past")):
+        with pytest.raises(OellmError, match=words):
+            Until.parse(bad, time.time())
+
+
+@pytest.mark.fast
+def test_follow_refusals_are_one_line_and_leave_nothing(tmp_path):
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-1")
+    for extra, words in ((["--dry_run"], "--follow and --dry_run"),
+                         (["--follow_interval", "soon"], "--follow_interval: 'soon' is not a duration"),
+                         (["--follow_until", "job:x"], "job:JOBID")):
+        p = oellm("schedule-eval", "--cluster", "local", "--models", str(run), "--tasks", "x", "--follow",
+                  "--output_dir", str(tmp_path / "runs"), *extra)
+        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+class Scheduler:
+    """Stands in for oellm.schedule.schedule at the look's boundary (the real one runs in the e2e and slurm
+    tests below): records which checkpoints each look sends, or fails like a refused plan."""
+
+    def __init__(self, root: Path, fail: bool = False):
+        self.root, self.fail, self.calls = root, fail, []
+
+    def __call__(self, req, log) -> Path:
+        self.calls.append([Path(r.name).name for r in req.model_refs()])
+        assert req.checkpoint_stride == 1 and req.last_n_checkpoints is None and not req.follow
+        if self.fail:
+            raise OellmError("preflight: checkpoint does not load")
+        return self.root / f"run{len(self.calls)}"
+
+
+def follower_state(run: Path, interval: float = 0.02):
+    from oellm.follow.state import FollowState
+
+    return FollowState(request={}, cluster="local", executor="local", interval_s=interval, until={}, created=0.0)
+
+
+@pytest.mark.fast
+def test_look_follows_last_n_then_every_new_checkpoint_once(tmp_path):
+    from oellm.follow.look import look
+    from oellm.plan.request import Request
+
+    run = tmp_path / "run"
+    for step in (100, 200, 300):
+        make_model(run / "hf" / f"iter_{step:07d}")
+    req, state, sched = Request(models=str(run), last_n_checkpoints=2), follower_state(run), Scheduler(tmp_path)
+    out = look(req, state, False, tmp_path, sched, print)
+    assert sched.calls == [["iter_0000200", "iter_0000300"]] and out.run == str(tmp_path / "run1")
+    look(req, state, False, tmp_path, sched, print)
+    assert len(sched.calls) == 1  # nothing new: schedule() is not even called
+    make_model(run / "hf" / "iter_0000050")  # older than what the first look kept: never followed
+    make_model(run / "hf" / "iter_0000400")
+    make_model(run / "hf" / "iter_0000500", weights=False)  # config.json first, weights later
+    look(req, state, False, tmp_path, sched, print)
+    assert sched.calls[-1] == ["iter_0000400"] and list(state.waiting) == [str(run / "hf" / "iter_0000500")]
+    assert state.waiting[str(run / "hf" / "iter_0000500")]["why"] == "no weights file yet"
+    (run / "hf" / "iter_0000500" / "model.safetensors").write_bytes(b"\0" * 8)
+    look(req, state, False, tmp_path, sched, print)
+    assert sched.calls[-1] == ["iter_0000500"] and not state.waiting
+    assert {Path(k).name: v["step"] for k, v in state.scheduled.items()} == \
+        {"iter_0000200": 200, "iter_0000300": 300, "iter_0000400": 400, "iter_0000500": 500}
+
+
+@pytest.mark.fast
+def test_look_stride_grid_stays_put_and_final_look_takes_the_newest(tmp_path):
+    from oellm.follow.look import look
+    from oellm.plan.request import Request
+
+    run = tmp_path / "run"
+    for step in (1, 2, 3):
+        make_model(run / f"step_{step}")
+    req, state, sched = Request(models=str(run), checkpoint_stride=2), follower_state(run), Scheduler(tmp_path)
+    look(req, state, False, tmp_path, sched, print)
+    make_model(run / "step_4")
+    look(req, state, False, tmp_path, sched, print)  # step_4 is off the grid 1, 3, 5, ...
+    make_model(run / "step_5")
+    make_model(run / "step_6")
+    look(req, state, False, tmp_path, sched, print)
+    look(req, state, True, tmp_path, sched, print)  # the last look: the newest whatever the stride
+    assert sched.calls == [["step_1", "step_3"], ["step_5"], ["step_6"]]
+
+
+@pytest.mark.fast
+def test_a_checkpoint_that_never_completes_or_never_schedules_is_given_up(tmp_path):
+    from oellm.follow import look as lk
+    from oellm.plan.request import Request
+
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-1", weights=False)
+    req, state, sched = Request(models=str(run)), follower_state(run), Scheduler(tmp_path)
+    lines: list[str] = []
+    for i in range(lk.GIVE_UP_LOOKS):
+        lk.look(req, state, False, tmp_path, sched, lines.append, at=i * lk.GIVE_UP_MIN_S / (lk.GIVE_UP_LOOKS - 1))
+    assert not sched.calls and not state.waiting
+    assert "not complete 12 looks after" in state.given_up[str(run / "checkpoint-1")]
+    assert lines == [f"follow: giving up on {run / 'checkpoint-1'}: {state.given_up[str(run / 'checkpoint-1')]}"]
+    lk.look(req, state, False, tmp_path, sched, print)
+    assert not sched.calls and not state.waiting  # reported once, not retried
+
+    make_model(run / "checkpoint-2")
+    failing = Scheduler(tmp_path, fail=True)
+    for _ in range(lk.MAX_FAILURES + 1):
+        lk.look(req, state, False, tmp_path, failing, print)
+    assert len(failing.calls) == lk.MAX_FAILURES and "preflight: checkpoint does not load" in state.last_error
+    assert "scheduling failed 3 times" in state.given_up[str(run / "checkpoint-2")]
+
+
+@pytest.mark.fast
+def test_ctrl_c_and_cancel_end_a_foreground_follower_cleanly(tmp_path):
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-1", weights=False)  # never complete: the follower only waits
+    argv = [sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "local", "--models", str(run),
+            "--tasks", "x", "--output_dir", str(tmp_path / "runs"), "--follow", "--follow_interval", "1"]
+    for how in ("ctrl-c", "cancel"):
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = p.stdout.readline() + p.stdout.readline()
+        assert "look 1" in first and "checkpoint-1: no weights file yet" in first, first + p.stderr.read()
+        if how == "ctrl-c":
+            p.send_signal(signal.SIGINT)
+        else:
+            follower = first.split()[1]
+            assert oellm("cancel", follower).returncode == 0
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0 and "Traceback" not in err, err
+        assert ("stopped by Ctrl-C" if how == "ctrl-c" else "follow: cancelled") in out
+
+
+@pytest.mark.fast
+def test_follower_job_script_is_a_small_cpu_job_of_the_cluster(tmp_path):
+    from oellm.clusters import load_clusters
+    from oellm.follow.loop import render_job
+    from oellm.follow.state import Follower
+
+    leonardo = load_clusters()["leonardo"]
+    assert leonardo.gpus_per_task and leonardo.partition
+    text = render_job(Follower(tmp_path / "follow-x"), leonardo)
+    flags = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert f"--partition={leonardo.partition}" in flags and "--cpus-per-task=1" in flags and "--mem=2G" in flags
+    assert "--time=01:00:00" in flags and not any("gres" in f or "gpu" in f for f in flags)
+    assert "--no-requeue" in flags and f"--output={tmp_path}/follow-x/logs/%j.out" in flags
+    assert "export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1" in text
+    assert text.rstrip().endswith(f"-m oellm.follow {tmp_path}/follow-x")
+
+
+# ---------------------------------------------------------------- a follower, for real
+
+
+def oellm(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oellm", *args], capture_output=True, text=True, timeout=timeout,
+                          **kw)
+
+
+def sharded_copy(tiny_model: Path, dest: Path) -> Path:
+    """The tiny model saved in two shards with an index, as large checkpoints are."""
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tiny_model).save_pretrained(dest, max_shard_size="60KB")
+    for f in tiny_model.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy(f, dest / f.name)
+    assert len(list(dest.glob("model-*.safetensors"))) >= 2, list(dest.iterdir())
+    return dest
+
+
+def results_by_model(root: Path) -> dict[str, list[dict]]:
+    """Every result under the output root, by the model it evaluated, with when its row started."""
+    out: dict[str, list[dict]] = {}
+    for res in root.glob("*/results/*.json"):
+        state = json.loads((res.parent.parent / "state" / res.name).read_text())
+        out.setdefault(Path(json.loads(res.read_text())["config"]["model_args"].split("pretrained=")[1]
+                            .split(",")[0]).name, []).append(state)
+    return out
+
+
+@pytest.mark.e2e
+def test_follow_evaluates_each_checkpoint_once_when_complete(tmp_path, tiny_model, tiny_tasks):
+    """A fake training run writes checkpoints while --follow runs: a sharded one whose last shard lands late,
+    and one whose ready-marker comes last; each is evaluated once, none before it is complete, and the
+    follower ends by itself at --follow_until."""
+    run, staging = tmp_path / "run", tmp_path / "staging"
+    shutil.copytree(tiny_model, run / "checkpoint-100")
+    (run / "checkpoint-100" / "DONE").touch()
+    sharded = sharded_copy(tiny_model, staging / "checkpoint-200")
+    last_shard = sorted(sharded.glob("model-*.safetensors"))[-1]
+    seen: dict[str, float] = {}
+    ck200 = run / "checkpoint-200"
+    ck200.mkdir()
+    for f in sorted(sharded.iterdir()):
+        if f != last_shard:
+            shutil.copy(f, ck200 / f.name)
+    (ck200 / "DONE").touch()  # a marker written too early: the index still names a missing shard
+    shutil.copytree(tiny_model, run / "checkpoint-300")  # everything but the marker
+    runs = tmp_path / "runs"
+
+    def looks() -> int:
+        try:
+            return json.loads(next(runs.glob("follow-*/follow.state")).read_text())["looks"]
+        except (StopIteration, OSError, ValueError):
+            return 0
+
+    def trainer() -> None:  # finishes each checkpoint only after the follower saw it incomplete twice
+        while looks() < 3 and time.time() - start < 200:
+            time.sleep(0.2)
+        seen["200 complete"] = time.time()
+        shutil.copy(last_shard, ck200 / last_shard.name)
+        while looks() < 6 and time.time() - start < 200:
+            time.sleep(0.2)
+        seen["300 complete"] = time.time()
+        (run / "checkpoint-300" / "DONE").touch()
+
+    t = threading.Thread(target=trainer)
+    start = time.time()
+    t.start()
+    p = oellm("schedule-eval", "--cluster", "local", "--models", str(run), "--tasks", "tiny_mc_a", "--n_shot", "0",
+              "--limit", "4", "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(runs),
+              "--follow", "--follow_interval", "1s", "--follow_until", "80s", "--checkpoint_ready_file", "DONE",
+              timeout=400)
+    t.join()
+    assert p.returncode == 0, p.stderr[-3000:]
+    print(p.stdout)
+    assert time.time() - start < 300
+    assert "not complete yet (checkpoint-200: model.safetensors.index.json names 1 file(s)" in p.stdout
+    assert "not complete yet (checkpoint-300: no DONE yet)" in p.stdout
+    assert "ended: reached --follow_until 80s" in p.stdout
+    got = results_by_model(tmp_path / "runs")
+    assert sorted(got) == ["checkpoint-100", "checkpoint-200", "checkpoint-300"]
+    assert all(len(v) == 1 for v in got.values()), got  # each evaluated exactly once
+    for step in ("200", "300"):
+        started = got[f"checkpoint-{step}"][0]["started"]
+        assert _epoch(started) >= seen[f"{step} complete"] - 1, (step, started, seen)  # none before complete
+    (follower,) = (tmp_path / "runs").glob("follow-*")
+    status = oellm("status", str(follower))
+    assert status.returncode == 0 and "scheduled 3" in status.stdout and "ended (reached" in status.stdout
+    listing = oellm("status", "--output_dir", str(tmp_path / "runs"))
+    assert follower.name in listing.stdout
+    collected = oellm("collect-results", str(tmp_path / "runs"))  # the learning curve, nothing of the follower
+    assert collected.returncode == 0 and "skipped" not in collected.stderr, collected.stderr
+    assert all(f"run@step{step}" in collected.stdout for step in (100, 200, 300)), collected.stdout
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.slurm
+def test_follower_job_resubmits_itself_stops_with_training_and_cancel(slurm_cluster, tmp_path, tiny_model,
+                                                                      tiny_tasks):
+    """The follower job pattern on the real local cluster: a `sleep` job stands in for the training; the
+    follower resubmits itself each interval, ends once that job has ended and its last checkpoint is
+    scheduled; a second follower is stopped by `oellm cancel`."""
+    from oellm import slurm
+    from tests.fixtures_slurm import wait_for_jobs
+    from tests.test_schedule_slurm import clusters_file
+
+    conf = clusters_file(tmp_path, slurm_cluster.partition, container=None)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model, run / "checkpoint-100")
+    script = tmp_path / "train.sbatch"
+    script.write_text("#!/bin/bash\nsleep 25\n")
+    training = slurm.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--output=/dev/null",
+                          str(script)]).strip()
+    common = ["--cluster", "testslurm", "--clusters_file", str(conf), "--models", str(run), "--tasks", "tiny_mc_a",
+              "--n_shot", "0", "--limit", "2", "--lm_eval_include_path", str(tiny_tasks),
+              "--output_dir", str(tmp_path / "runs"), "--no_preflight",
+              "--follow", "--follow_interval", "5s"]
+    p = oellm("schedule-eval", *common, "--follow_until", f"job:{training}", "--no_precache",
+              env={**os.environ})
+    assert p.returncode == 0, p.stderr
+    assert "scheduled 1 new (checkpoint-100)" in p.stdout and "next look" in p.stdout
+    (follower,) = (tmp_path / "runs").glob("follow-*")
+    time.sleep(6)
+    shutil.copytree(tiny_model, run / "checkpoint-200")  # written while the training runs
+    deadline = time.time() + 150
+    state = {}
+    while time.time() < deadline:
+        state = json.loads((follower / "follow.state").read_text())
+        if state.get("ended"):
+            break
+        time.sleep(2)
+    assert state.get("ended", "").startswith(f"job {training} ended"), state
+    assert len(state["jobs"]) >= 2  # it resubmitted itself
+    assert {Path(k).name for k in state["scheduled"]} == {"checkpoint-100", "checkpoint-200"}
+    runs = [r for r in (tmp_path / "runs").iterdir() if (r / "run.json").exists()]
+    wait_for_jobs([s["job_id"] for r in runs for s in json.loads((r / "run.json").read_text())["submissions"]],
+                  timeout=300)
+
+    p = oellm("schedule-eval", *common, "--no_precache")
+    assert p.returncode == 0, p.stderr
+    second = sorted((tmp_path / "runs").glob("follow-*"))[-1]
+    job = json.loads((second / "follow.state").read_text())["job_id"]
+    assert job and slurm.queue_states([job])
+    c = oellm("cancel", str(second))
+    assert c.returncode == 0 and "cancelled follower" in c.stdout, c.stderr
+    time.sleep(3)
+    assert not slurm.queue_states([job])
+    assert "cancelled" in oellm("status", str(second)).stdout

@@ -19,7 +19,7 @@ from oellm.offline import WORKER_ENV
 NODE_ENV = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
             "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 # Caches the pre-cache filled from the login environment: the worker must read the same ones.
-CACHE_VARS = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "OELLM_CACHE_DIR")
+CACHE_VARS = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "OELLM_CACHE_DIR", "NLTK_DATA")
 # ~/.local is on HOME, which the runtime binds: its packages must not shadow the image's.
 IMAGE_ENV = {"PYTHONNOUSERSITE": "1"}
 UNBINDABLE = ":,\n"  # Singularity splits --bind on ':' and ','

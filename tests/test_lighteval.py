@@ -256,5 +256,8 @@ def test_a_hub_model_and_dataset_cached_by_the_login_stack_load_in_the_lighteval
     states = wait_for_jobs([s["job_id"] for s in subs], timeout=300)
     assert set(states.values()) == {"COMPLETED"}, states
     got = results(run_dir)
-    assert len(got) == 2 and all(r["results"]["tiny_lv_0"]["acc,none"] >= 0 for r in got)
+    assert len(got) == 2 and all(0 <= r["results"]["tiny_lv_0"]["acc,none"] <= 1 for r in got)
+    # the lighteval image ran them (the login venv has no lighteval), one row per shot count
+    assert {r["lighteval"]["version"] for r in got} == {"0.13.0"}
+    assert sorted(r["oellm"]["row"]["n_shot"] for r in got) == [0, 1]
     assert {r["oellm"]["model_revision"] for r in got} == {hub.tiny_v1}

@@ -8,6 +8,7 @@ with `--apply_chat_template`, `--system_instruction`, `--gen_kwargs`, `--seed`, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -386,3 +387,69 @@ def test_missing_csv_round_trip_keeps_options_shots_and_task_sources(tmp_path, t
     assert f"--lm_eval_include_path {tiny_tasks}" in p.stdout
     back = ex.rows_from_csv(run.path / "missing.csv", None, Request().row_options)
     assert sorted(r.row_id for r in back) == sorted(r.row_id for r in rows)
+
+
+NLTK_UTILS = '''\
+import nltk
+
+
+def _ensure():  # as lm-eval's ifeval does at import
+    try:
+        nltk.data.find("tokenizers/punkt_tab")
+    except LookupError:
+        nltk.download("punkt_tab")
+
+
+_ensure()
+
+
+def uses_punkt(doc, results):
+    nltk.data.find("tokenizers/punkt_tab/english/README")  # a LookupError fails the row
+    return {"acc": 1.0}
+'''
+
+
+@pytest.fixture
+def nltk_mirror(tmp_path: Path) -> Path:
+    """A site's NLTK mirror (its index.xml and one package) as nltk's downloader reads it: file:// URLs in a
+    folder named in NLTK_DATA (nltk refuses non-public hosts, loopback included, and files outside its roots)."""
+    import hashlib
+    import zipfile
+
+    root = tmp_path / "mirror"
+    root.mkdir()
+    readme = "a stand-in for punkt_tab\n"
+    with zipfile.ZipFile(root / "punkt_tab.zip", "w") as z:
+        z.writestr("punkt_tab/english/README", readme)
+    data = (root / "punkt_tab.zip").read_bytes()
+    (root / "index.xml").write_text(
+        f'<?xml version="1.0"?>\n<nltk_data><packages><package id="punkt_tab" name="Punkt" subdir="tokenizers" '
+        f'url="file://{root}/punkt_tab.zip" size="{len(data)}" unzipped_size="{len(readme)}" '
+        f'checksum="{hashlib.md5(data).hexdigest()}" unzip="1" /></packages><collections></collections></nltk_data>\n')
+    return root
+
+
+@pytest.mark.e2e
+def test_nltk_data_a_task_downloads_is_pre_cached_and_found_offline(tmp_path, tiny_model, tiny_tasks, nltk_mirror):
+    """ifeval-style tasks download NLTK data when imported; the nodes are offline, so the pre-cache fetches
+    it (from NLTK_DOWNLOAD_URL, nltk's own mirror variable), the preflight proves it, and the worker finds it."""
+    d = tmp_path / "tasks"
+    d.mkdir()
+    data = tiny_tasks / "data"
+    src = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    train: {data / 'tiny_mc_a_train.jsonl'}\n" \
+          f"    test: {data / 'tiny_mc_a_test.jsonl'}\n"
+    (d / "tiny_nltk.yaml").write_text(mc_task_yaml("tiny_nltk", src, "process_results: !function utils.uses_punkt\n"))
+    (d / "utils.py").write_text(NLTK_UTILS)
+    target = tmp_path / "cache" / "nltk_data"
+    env = {**os.environ, "NLTK_DATA": f"{target}{os.pathsep}{nltk_mirror}",
+           "NLTK_DOWNLOAD_URL": f"file://{nltk_mirror}/index.xml"}
+    args = [sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "local", "--models", str(tiny_model),
+            "--tasks", "tiny_nltk", "--n_shot", "0", "--limit", "2", "--lm_eval_include_path", str(d)]
+    down = subprocess.run([*args, "--output_dir", str(tmp_path / "none")], capture_output=True, text=True,
+                          env={**env, "NLTK_DOWNLOAD_URL": f"file://{nltk_mirror}/no-index.xml"}, timeout=600, cwd=REPO)
+    assert down.returncode == 2 and "nltk punkt_tab (tasks tiny_nltk): not fetched" in down.stderr, down.stderr
+    p = subprocess.run([*args, "--output_dir", str(tmp_path / "runs")], capture_output=True, text=True, env=env,
+                       timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "nltk punkt_tab" in p.stdout and (target / "tokenizers" / "punkt_tab").is_dir()
+    assert only_result(tmp_path / "runs")["results"]["tiny_nltk"]["acc,none"] == 1.0

@@ -173,6 +173,28 @@ def test_the_advisor_trades_wall_time_for_gpu_hours():
     assert {p.num_shards: p for p in slow}[8].wall_s > {p.num_shards: p for p in slow}[2].wall_s  # queue-bound
 
 
+@pytest.mark.fast
+def test_the_advisor_counts_one_worker_per_gpu_in_workers_mode():
+    """A 4-GPU task in `gpu_mode workers` runs its rows on 4 workers: its time is the busiest worker's,
+    and the GPU-hours are that time x 4, not 4 x every row's time (the review's W4 estimate)."""
+    from dataclasses import replace
+
+    from oellm.clusters import load_clusters
+    from oellm.plan.advisor import History, predict
+
+    base = load_clusters()["leonardo"]
+    rows = [EvalRow(model="org/m", task=f"t{i}", n_shot=0) for i in range(8)]
+    hist = History({(f"t{i}", 0): 600.0 for i in range(8)}, overhead_s=60.0, measured=True)
+    one = {p.num_shards: p for p in predict(rows, replace(base, gpus_per_task=1), hist, 8, 100, (1,))}[1]
+    four = {p.num_shards: p for p in predict(rows, replace(base, gpus_per_task=4, gpu_mode="workers"), hist, 8,
+                                               100, (1,))}[1]
+    spread = {p.num_shards: p for p in predict(rows, replace(base, gpus_per_task=4, gpu_mode="spread"), hist, 8,
+                                                 100, (1,))}[1]
+    assert one.wall_s == pytest.approx(60 + 8 * 600) and one.gpu_hours == pytest.approx((60 + 8 * 600) / 3600)
+    assert four.wall_s == pytest.approx(60 + 2 * 600) and four.gpu_hours == pytest.approx(4 * (60 + 2 * 600) / 3600)
+    assert spread.wall_s == pytest.approx(60 + 8 * 600) and spread.gpu_hours == pytest.approx(4 * one.gpu_hours)
+
+
 @pytest.mark.e2e
 def test_auto_shards_follow_history_and_status_compares(tiny_model, tiny_tasks, tmp_path):
     runs = str(tmp_path / "runs")

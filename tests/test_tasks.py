@@ -72,7 +72,7 @@ def test_stock_index_is_cached_per_lm_eval_version(stock_cache: dict, monkeypatc
     index = tasks.task_index([])
     warm_s = time.perf_counter() - t0
     print(f"stock index: cold {stock_cache['cold_s']:.1f} s, warm {warm_s:.3f} s, {len(index)} names")
-    assert warm_s < 1.0 < stock_cache["cold_s"]
+    # (no timing assert: `no_rebuild` above fails the test if the cached index is not used)
     assert index == stock_cache["index"]
     assert files[0].stat().st_mtime_ns == mtime
     assert index["hellaswag"]["type"] == "task" and Path(index["hellaswag"]["yaml_path"]).is_file()
@@ -84,17 +84,19 @@ def test_stock_index_is_cached_per_lm_eval_version(stock_cache: dict, monkeypatc
 def test_unknown_tasks_are_listed_in_one_error_with_close_matches(
         stock_cache: dict, tiny_tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OELLM_CACHE_DIR", str(stock_cache["dir"]))
-    t0 = time.perf_counter()
+    scanned: list = []
+    real_scan = tasks._scan
+    monkeypatch.setattr(tasks, "_scan", lambda paths: scanned.append(paths) or real_scan(paths))
+    tasks._stock_index_at.cache_clear()
     with pytest.raises(OellmError) as err:
         tasks.validate_tasks(["hellaswg", "arc_easy", "tiny_mc_a", "tiny_mc_c", "zzqqxx"], [str(tiny_tasks)])
-    elapsed = time.perf_counter() - t0
     msg = str(err.value)
     assert msg.startswith("unknown task(s): hellaswg (did you mean hellaswag")
     listed = [part.split(" (")[0] for part in msg.split(": ", 1)[1].split("; see")[0].split(", ")]
     assert listed == ["hellaswg", "tiny_mc_c", "zzqqxx"]
     assert re.search(r"tiny_mc_c \(did you mean tiny_mc_[ab] or tiny_mc_[ab]\?\)", msg)
     assert "lm-eval ls tasks" in msg and "--lm_eval_include_path" in msg
-    assert elapsed < 3.0, f"validation with a warm cache took {elapsed:.1f} s"
+    assert tasks.stock_tasks_dir() not in [p for paths in scanned for p in paths], "the warm stock index was rebuilt"
     tasks.validate_tasks(["hellaswag", "mmlu", "tiny_group"], [str(tiny_tasks)])  # all known: no error
 
 

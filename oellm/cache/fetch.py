@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from oellm.cache import nltk_data
 from oellm.cache.paths import dataset_label
 from oellm.container import RESULT
 
@@ -265,13 +266,17 @@ def main(job_path: str, out_path: str) -> None:
     job = json.loads(sys.stdin.read() if job_path == "-" else Path(job_path).read_text())
     offline = job["mode"] == "check"
     todo = ([("model", m) for m in job["models"]] + [("dataset", d) for d in job["datasets"]]
+            + [("nltk", n) for n in job.get("nltk", [])]
             + [("local", m) for m in job.get("local", [])])
     results = []
-    down = None if offline or not any(_needs_hub(k, i) for k, i in todo if k != "local") else hub_unreachable()
+    down = None if offline or not any(_needs_hub(k, i) for k, i in todo if k not in ("local", "nltk")) \
+        else hub_unreachable()
     for kind, item in tqdm(todo, desc="pre-cache" if not offline else "offline check", unit="item",
                            file=sys.stderr, disable=len(todo) < 2):
         if kind == "local":
             res = check_local(item)
+        elif kind == "nltk":
+            res = nltk_data.check(item) if offline else nltk_data.fetch(item)
         elif down and _needs_hub(kind, item):
             label = f"model {item['repo']}@{item.get('revision') or 'main'}" if kind == "model" else dataset_label(item, with_tasks=True)
             res = {**item, "error": f"{label}: not fetched", "hub_down": down}

@@ -22,6 +22,17 @@ def cache_env(cluster: ClusterConfig) -> dict[str, str]:
     return env
 
 
+def nltk_dir(env: dict[str, str]) -> Path:
+    """Where metric assets of NLTK (ifeval's punkt_tab, ...) are kept for offline nodes: the first dir of
+    $NLTK_DATA, else oellm's cache (bound into the container, pinned in the script like the HF caches)."""
+    first = (env.get("NLTK_DATA") or "").split(os.pathsep)[0]
+    if first:
+        return Path(first).expanduser()
+    from oellm.suites.lm_eval_tasks import cache_dir
+
+    return Path(env.get("OELLM_CACHE_DIR") or cache_dir()) / "nltk_data"
+
+
 def hub_cache(env: dict[str, str]) -> Path:
     home = Path(env.get("HF_HOME") or Path.home() / ".cache" / "huggingface").expanduser()
     return Path(env.get("HF_HUB_CACHE") or home / "hub").expanduser()

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from oellm.cache import nltk_data
 from oellm.cache.paths import (
     cache_env,
     cached_dataset,
@@ -30,6 +31,7 @@ from oellm.cache.paths import (
     hub_cache,
     local_commit,
     model_marker,
+    nltk_dir,
     write_marker,
 )
 from oellm.clusters import ClusterConfig
@@ -148,18 +150,26 @@ def precache(rows: Sequence[EvalRow], cluster: ClusterConfig, include_paths: Seq
             table.append((dataset_label(ds), "already there", mark["bytes"]))
         else:
             ds_fetch.append(ds)
+    nltk = [{"id": r, "tasks": t, "dir": str(nltk_dir(env))} for r, t in nltk_data.needs(rows, include_paths).items()]
+    table += [(f"nltk {n['id']}", "already there", 0) for n in nltk if nltk_data.present(Path(n["dir"]), n["id"])]
+    nltk = [n for n in nltk if not nltk_data.present(Path(n["dir"]), n["id"])]
     if (to_fetch or ds_fetch) and offline_requested(os.environ):  # the user's own flag on the login node
         errors += _resolve_offline(env, to_fetch, ds_fetch, table, revisions, log)
-    elif to_fetch or ds_fetch:
+        to_fetch, ds_fetch = [], []  # (HF_HUB_OFFLINE is about the Hub: NLTK data is still fetched)
+    if to_fetch or ds_fetch or nltk:
         log(f"pre-caching {len(to_fetch)} model(s) and {len(ds_fetch)} dataset(s) into "
-            f"{hub_cache(env).parent} (cluster {cluster.name})")
+            f"{hub_cache(env).parent} (cluster {cluster.name})" + (f", and NLTK data {', '.join(n['id'] for n in nltk)}"
+                                                                    f" into {nltk[0]['dir']}" if nltk else ""))
         online = {k: v for k, v in env.items() if k not in OFFLINE_ENV}  # the login node is online
-        for res in run_fetch({"mode": "fetch", "models": to_fetch, "datasets": ds_fetch}, online)["results"]:
+        job = {"mode": "fetch", "models": to_fetch, "datasets": ds_fetch, "nltk": nltk}
+        for res in run_fetch(job, online)["results"]:
             if res.get("hub_down"):
                 raise OellmError(f"{res['hub_down']} ({len(to_fetch)} model(s) and {len(ds_fetch)} dataset(s) "
                                  "to fetch; nothing was downloaded)")
             if res.get("error"):
                 errors.append(res["error"])
+            elif res["kind"] == "nltk":
+                table.append((f"nltk {res['id']}", "fetched", 0))
             elif res["kind"] == "model":
                 write_marker(model_marker(env, res["repo"], res["commit"]),
                               {"files": res["files"], "bytes": res["bytes"]})

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oellm import __version__
+from oellm.cache import nltk_data
 from oellm.cache.fetch import versions
-from oellm.cache.paths import cache_env, dataset_marker, datasets_cache, hub_cache, write_marker
+from oellm.cache.paths import cache_env, dataset_marker, datasets_cache, hub_cache, nltk_dir, write_marker
 from oellm.cache.precache import check_local_model, local_files, run_fetch, wanted
 from oellm.clusters import ClusterConfig
 from oellm.container import RESULT, Binds, plan_binds, preflight_argv
@@ -51,7 +52,7 @@ def worker_paths(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequ
     local data files (the container must bind each). The caches are created if missing."""
     try:
         env = cache_env(cluster)
-        caches = [str(hub_cache(env)), str(datasets_cache(env))]
+        caches = [str(hub_cache(env)), str(datasets_cache(env)), str(nltk_dir(env))]  # NLTK: what tasks download
     except OellmError:  # the cluster's HF_HOME names a $VAR unset here: a dry run elsewhere; the pre-cache says so
         caches = []
     _, _, datasets, _ = wanted(rows, includes)
@@ -123,6 +124,10 @@ def _job(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str
         if marker.is_file():
             keys[f"dataset {ds['key']} {marker.stat().st_mtime_ns} {ds.get('fewshot') or ''}"] = ""
         job["datasets"].append(ds)
+    folder = str(nltk_dir(env))
+    for resource, tasks in nltk_data.needs(rows, includes).items():  # NLTK data the tasks' code looks for
+        keys[f"nltk {resource} {folder}"] = ""
+        job.setdefault("nltk", []).append({"id": resource, "tasks": tasks, "dir": folder})
     job["paths"] += list(includes)
     keys.update({f"path {p}": "" for p in job["paths"]})
     return job, keys, problems

@@ -96,8 +96,9 @@ def history(root: Path, cluster: ClusterConfig) -> History:
 
 def predict(rows: Sequence[EvalRow], cluster: ClusterConfig, hist: History, evals_per_task: int, parallel: int,
             choices: Sequence[int] = CHOICES) -> list[Prediction]:
-    """For each K of whole `rows`: shards packed as the run packs them; array task time = overhead + its rows' work;
-    wall = longest slot when `parallel` tasks run at once (longest task first); GPU-hours = all task time."""
+    """For each K of whole `rows`: shards packed as the run packs them; array task time = overhead + its busiest
+    worker's rows (all rows with one worker); wall = longest slot when `parallel` tasks run at once (longest
+    task first); GPU-hours = all task time x the GPUs each task books."""
     default = cluster.minutes_per_eval * 60
     by_task: dict[str, list[float]] = {}
     for (task, _), secs in hist.seconds.items():  # another shot count of the task beats no measurement
@@ -112,9 +113,11 @@ def predict(rows: Sequence[EvalRow], cluster: ClusterConfig, hist: History, eval
         # (never 128 x 100k shard rows for a dry run)
         work = {key: _work(key, k, hist, fallback, default) for key in {(r.task, r.n_shot) for r in rows}}
         one: list[float] = []
+        n = cluster.row_workers  # `gpu_mode workers`: a task's rows go round-robin to one worker per GPU
         for group in by_model.values():
             for start in range(0, len(group), evals_per_task):
-                one.append(hist.overhead_s + sum(work[r.task, r.n_shot] for r in group[start:start + evals_per_task]))
+                chunk = group[start:start + evals_per_task]
+                one.append(hist.overhead_s + max(sum(work[r.task, r.n_shot] for r in chunk[i::n]) for i in range(n)))
         tasks = one * k
         slots = [0.0] * max(1, min(parallel, len(tasks)))
         for t in sorted(tasks, reverse=True):

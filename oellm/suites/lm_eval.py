@@ -47,6 +47,10 @@ class LmEvalSuite:
             shots.setdefault(r.task, set()).add(r.n_shot)
         return lm_eval_needs.fewshot_pools(shots, yaml_dirs(include_paths))
 
+    def nltk_resources(self, names: Sequence[str], include_paths: Sequence[str]) -> dict[str, list[str]]:
+        """NLTK data its tasks' code downloads at import (the nodes are offline: the pre-cache fetches it)."""
+        return lm_eval_needs.nltk_resources(list(names), yaml_dirs(include_paths))
+
     def load(self, ref: ModelRef, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Check the model is on disk (never wait for a network compute nodes lack), then load it once."""
         import torch

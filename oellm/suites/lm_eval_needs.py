@@ -4,6 +4,9 @@ examples come from, and whether it runs model-written code (both from the task i
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 from oellm.suites.lm_eval_tasks import internal, is_yaml_file, resolve
@@ -69,3 +72,23 @@ def unsafe_tasks(names: list[str], include_paths: list[str]) -> list[str]:
     lm-eval runs only with --confirm_run_unsafe_code; from the index, no YAML read."""
     index, seen, _ = resolve(names, include_paths)
     return sorted(n for n in seen if index[n].get("unsafe"))
+
+
+# what a task's own code asks NLTK to download at import (ifeval: `nltk.download("punkt_tab")`)
+NLTK_DOWNLOAD = re.compile(r"""nltk\.download\(\s*["']([A-Za-z0-9_.-]+)["']""")
+
+
+def nltk_resources(names: list[str], include_paths: list[str]) -> dict[str, list[str]]:
+    """NLTK resource -> the leaf tasks whose own Python files download it: the nodes are offline, so the
+    pre-cache fetches it and the preflight proves it is there."""
+    index, seen, _ = resolve(names, include_paths)
+    by_dir: dict[str, list[str]] = {}
+    for name in seen:
+        if index[name]["type"] == "task" and index[name]["yaml_path"]:
+            by_dir.setdefault(os.path.dirname(index[name]["yaml_path"]), []).append(name)
+    out: dict[str, list[str]] = {}
+    for folder, tasks in by_dir.items():
+        for py in Path(folder).glob("*.py"):
+            for resource in NLTK_DOWNLOAD.findall(py.read_text(errors="replace")):
+                out.setdefault(resource, []).extend(t for t in tasks if t not in out.get(resource, []))
+    return {r: sorted(t) for r, t in out.items()}

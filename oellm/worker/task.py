@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm.cache.paths import nltk_dir
 from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.offline import WORKER_ENV
@@ -49,6 +50,7 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
 
     When interrupted, records the row as "interrupted" and raises SystemExit(128 + signal number)."""
     os.environ.update(WORKER_ENV)  # before any HF import: compute nodes have no network
+    os.environ.setdefault("NLTK_DATA", str(nltk_dir(os.environ)))  # where the pre-cache put what tasks download
     if not logging.getLogger().handlers:  # INFO to stderr: the SLURM .err log
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = JobEnv.from_environ()

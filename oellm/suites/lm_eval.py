@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from oellm import options
-from oellm.rows import EvalRow, ModelRef
+from oellm.rows import EvalRow, ModelRef, is_path
 from oellm.rundir import utc_now
 from oellm.suites import lm_eval_needs
 from oellm.suites import lm_eval_shard as shard
@@ -160,8 +160,6 @@ def cli_fields(out: dict[str, Any], tracker: Any) -> None:
 def _hub_tokenizer_path(ref: ModelRef) -> dict[str, str]:
     """`tokenizer=org/tok` -> its snapshot dir in the offline cache (the pre-cache fetched it). lm-eval
     loads a hub tokenizer at the model's revision, a commit of another repo; a path takes none."""
-    from oellm.rows import is_path
-
     tok = ref.arg_dict.get("tokenizer")
     if not tok or is_path(tok):
         return {}

@@ -63,6 +63,14 @@ def check_env(cluster: ClusterConfig, inherited: Mapping[str, str]) -> None:
                              "passed into the container (`--env` splits on commas)")
 
 
+def code_path(code_dir: str) -> str:
+    """The workers' PYTHONPATH: oellm's shipped code (`oellm.shipping`) first, then whatever the image or the
+    node had. In a container the value goes through `--env`, where Apptainer (and Singularity >= 3.6) evaluate
+    `$PYTHONPATH` as the image's own (its %environment), so an image that sets PYTHONPATH keeps it; on a node
+    without one, bash does the same with the module-loaded value."""
+    return f"{code_dir}${{PYTHONPATH:+:$PYTHONPATH}}"
+
+
 def env_prefix(container: ContainerConfig) -> str:
     return f"{container.runtime.upper()}ENV_"
 
@@ -116,9 +124,11 @@ def plan_binds(cluster: ClusterConfig, paths: Iterable[str], environ: Mapping[st
     return Binds(site, tuple(extra), unresolved)
 
 
-def preflight_argv(cluster: ClusterConfig, binds: Binds, environ: Mapping[str, str], command: list[str]) -> list[str]:
-    """The worker's container invocation as the login node runs it: same runtime, flags, binds, env and
-    image as the sbatch script, with the login node's values of $VARS."""
+def preflight_argv(cluster: ClusterConfig, binds: Binds, environ: Mapping[str, str], command: list[str],
+                   code_dir: str) -> list[str]:
+    """The worker's container invocation as the login node runs it: same runtime, flags, binds, env, image and
+    shipped oellm (`code_dir`, a copy of what the run dir gets, `oellm.shipping.staged`; a bind must cover it)
+    as the sbatch script, with the login node's values of $VARS."""
     c = cluster.container
     assert c is not None
     argv = [c.runtime, *exec_flags(c)]
@@ -126,4 +136,5 @@ def preflight_argv(cluster: ClusterConfig, binds: Binds, environ: Mapping[str, s
         argv += ["--bind", b]
     for k, v in fixed_env(cluster, inherited_env(cluster, environ)).items():
         argv += ["--env", f"{k}={_expandvars(v, environ)}"]
+    argv += ["--env", f"PYTHONPATH={code_path(code_dir)}"]
     return [*argv, _expandvars(c.image, environ), c.python, *command]

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 
 # Compute nodes have no network: every Hugging Face library must read only its cache.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-# What the worker runs under: offline, and no tokenizer thread pool fighting lm-eval's processes.
-WORKER_ENV = {**OFFLINE_ENV, "TOKENIZERS_PARALLELISM": "false"}
+# What the worker runs under: offline, no tokenizer thread pool fighting lm-eval's processes, and no working
+# dir on sys.path (Python >= 3.11): `python -m oellm` in a dir holding another `oellm` package, such as a
+# checkout of oellm-eval, would import that one (older Pythons: the script and executors change dir first).
+WORKER_ENV = {**OFFLINE_ENV, "TOKENIZERS_PARALLELISM": "false", "PYTHONSAFEPATH": "1"}
 
 
 def offline_requested(env: Mapping[str, str]) -> bool:

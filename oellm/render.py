@@ -15,8 +15,18 @@ from functools import lru_cache
 from typing import Any
 
 from oellm.clusters import ClusterConfig
-from oellm.container import NODE_ENV, Binds, check_env, env_prefix, exec_flags, fixed_env, plan_binds
+from oellm.container import (
+    NODE_ENV,
+    Binds,
+    check_env,
+    code_path,
+    env_prefix,
+    exec_flags,
+    fixed_env,
+    plan_binds,
+)
 from oellm.resources import data_path
+from oellm.shipping import SHIP_DIR
 from oellm.sitevalues import env_order, format_minutes, parse_time
 
 TEMPLATE = "eval.sbatch.j2"
@@ -67,7 +77,8 @@ def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_m
     or `$x` in a directory name stays a name. The site's binds and images are double-quoted: their `$SCRATCH`
     is the compute node's (clusters.py vetted them). The cluster's `env` is exported in `env_order` (a value
     after the keys it uses). `inherited`: the login node's cache variables
-    (`oellm.container.inherited_env`), written literally."""
+    (`oellm.container.inherited_env`), written literally. The workers find the oellm shipped into `run_dir`
+    (`oellm.shipping`) first on their PYTHONPATH, derived from `run_dir` so a moved dir's script names its own."""
     binds, inherited = binds or Binds(), inherited or {}
     check_env(cluster, inherited)
     fixed = fixed_env(cluster, inherited)
@@ -79,6 +90,7 @@ def render_sbatch(cluster: ClusterConfig, *, run_dir: str, job_name: str, time_m
         env=env_order(cluster.env, f"cluster {cluster.name}.env"), env_args=" ".join(f'--env "{k}=${{{k}}}"' for k in fixed), container=c, python=python,
         exec_flags=exec_flags(c) if c else [], env_prefix=env_prefix(c) if c else "", node_env=NODE_ENV,
         site_binds=list(binds.site), path_binds=list(binds.paths), images=sorted(c.images.items()) if c else [],
+        code_dir=f"{run_dir}/{SHIP_DIR}", code_path=code_path(f"{run_dir}/{SHIP_DIR}"),
     )
 
 

@@ -107,3 +107,39 @@ def gres_for(gres: str | None, gpus: int) -> str:
     """The --gres value for `gpus` GPUs, keeping the GPU type a site's gres names (gpu:a100:N)."""
     m = GPU_GRES.match(gres or "")
     return f"gpu:{m['type']}:{gpus}" if m and m["type"] else f"gpu:{gpus}"
+
+
+_HOSTS = re.compile(r"\[([^\]]*)\]")
+
+
+def host_count(hostlist: str) -> int:
+    """Nodes a SLURM hostlist names (`n[1-2,5],gpu7` -> 4). By hand: `scontrol show hostnames` exists only where
+    SLURM is installed, and a dry run or a test must count without it."""
+    count, depth, item = 0, 0, ""
+    for c in f"{hostlist},":
+        depth += (c == "[") - (c == "]")
+        if c == "," and depth == 0:
+            if item.strip():
+                n = 1
+                for group in _HOSTS.findall(item):
+                    n *= sum(int(b) - int(a) + 1 if a.isdigit() and b.isdigit() else 1
+                             for a, _, b in (part.partition("-") if "-" in part else (part, "", part)
+                                             for part in group.split(",")))
+                count += n
+            item = ""
+        else:
+            item += c
+    return count
+
+
+def nodelist_note(where: str, sbatch_options: Mapping[str, str]) -> str | None:
+    """A nodelist of several nodes on a one-node array task: SLURM (22.05 here) refuses the job with "invalid
+    number of nodes"; a note, not an error, since a site's submit plugin may rewrite it (oellm-eval's UFAL
+    entry lists 20 nodes with NODES 1)."""
+    nodelist = sbatch_options.get("nodelist") or sbatch_options.get("w") or ""
+    n = host_count(nodelist)
+    if n < 2:
+        return None
+    return (f"note: {where} asks for nodelist {nodelist} ({n} nodes) but an array task runs on one node; SLURM "
+            "refuses such a job (\"invalid number of nodes\") unless the site rewrites it: name one node with "
+            "--nodelist, or steer with --sbatch_option exclude=NODES or constraint=FEATURE")

@@ -76,8 +76,8 @@ def test_dry_run_writes_a_readable_run_dir(tmp_path):
               "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / "runs"), "--dry_run")
     assert r.returncode == 0, r.stderr
     (run,) = (tmp_path / "runs").iterdir()
-    assert sorted(p.name for p in run.iterdir()) == ["jobs.csv", "results", "run.json", "slurm_logs", "state",
-                                                     "submit_evals.sbatch"]
+    assert sorted(p.name for p in run.iterdir()) == ["jobs.csv", "oellm_code", "results", "run.json", "slurm_logs",
+                                                     "state", "submit_evals.sbatch"]
     assert "rows:      2 = 1 model(s) x 1 task(s) x shots 0,5" in r.stdout
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["include_paths"] == [str(tasks)] and manifest["n_rows"] == 2
@@ -248,4 +248,5 @@ def test_upstream_flags_reach_the_script_and_run_json(tmp_path, tiny_model):
                  "#SBATCH --time=02:00:00", "#SBATCH --nodelist='lrdn[0001-0004]'"):
         assert line in script, line
     assert json.loads((run / "run.json").read_text())["cluster_config"]["max_running"] == 3
+    assert "nodelist lrdn[0001-0004] (4 nodes) but an array task runs on one node" in r.stdout  # SLURM refuses it
     assert "%3" in r.stdout or "%1" in r.stdout  # the throttle (at most the tasks the run has)

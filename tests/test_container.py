@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
+from oellm import __version__
 from oellm.clusters import build_cluster
 from oellm.container import plan_binds
 from oellm.errors import OellmError
@@ -73,13 +75,30 @@ def test_preflight_proves_loads_through_the_image(container_shim, tiny_model, ti
     ok = check(tmp_path, tiny_model, tiny_tasks)
     assert ok.returncode == 0, ok.stderr
     assert "load offline through singularity exec" in ok.stdout
+    # an image built from containers/ has an oellm of its own: the workers run the login node's, shipped
+    assert f"workers run oellm {__version__} shipped in the run dir ({tmp_path / 'eval.sif'}: the image's own " \
+        f"oellm {version('oellm')} is not used)" in ok.stdout
     [call] = shim_calls(container_shim)
     binds = [call[i + 1] for i, a in enumerate(call) if a == "--bind"]
     assert str(tiny_model) in binds and str(tiny_tasks) in binds and "--cleanenv" in call
+    [code] = [call[i + 1] for i, a in enumerate(call) if a == "--env" and call[i + 1].startswith("PYTHONPATH=")]
+    assert code.endswith("${PYTHONPATH:+:$PYTHONPATH}") and "/code/oellm-" in code
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("case", ["no_image", "no_runtime", "no_oellm", "old_lm_eval", "cpu_torch_on_nv"])
+def test_an_image_with_an_older_oellm_runs_the_shipped_one(container_shim, tiny_model, tiny_tasks, tmp_path):
+    """An image built from containers/ before an upgrade: no rebuild, its oellm is not the one imported."""
+    old = fake_dist(tmp_path / "old", "oellm", "0.0.9")
+    write_image(tmp_path / "eval.sif", dirs=[*image_dirs(), str(old)], env={"PYTHONPATH": str(old)})
+    ok = check(tmp_path, tiny_model, tiny_tasks)
+    assert ok.returncode == 0, ok.stderr
+    assert f"workers run oellm {__version__} shipped in the run dir ({tmp_path / 'eval.sif'}: the image's own " \
+        "oellm 0.0.9 is not used)" in ok.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", ["no_image", "no_runtime", "no_packages", "ignores_pythonpath", "old_lm_eval",
+                                  "cpu_torch_on_nv"])
 def test_preflight_refuses_a_bad_image_in_one_line(case, container_shim, tiny_model, tiny_tasks, tmp_path):
     over: dict = {}
     env: dict = {}
@@ -89,9 +108,17 @@ def test_preflight_refuses_a_bad_image_in_one_line(case, container_shim, tiny_mo
         write_image(tmp_path / "eval.sif")
         over, message = {"runtime": "apptainer"}, "container runtime 'apptainer' (cluster site) is not on PATH"
         env = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if "shim" not in p)}
-    elif case == "no_oellm":  # the bare interpreter, none of our packages
+    elif case == "no_packages":  # the bare interpreter: oellm is shipped, the worker's packages are not there
         write_image(tmp_path / "eval.sif", dirs=[sys.base_prefix], env={"PATH": f"{sys.base_prefix}/bin:/usr/bin"})
-        message = "has no oellm for its python: install it in the image (containers/install.sh"
+        message = "that oellm's worker needs (its python cannot import it): install it in the image"
+    elif case == "ignores_pythonpath":  # a python that skips PYTHONPATH finds the image's own oellm instead
+        wrap = tmp_path / "wrap"
+        wrap.mkdir()
+        (wrap / "python-isolated").write_text(f"#!/bin/sh\nexec {sys.executable} -I \"$@\"\n")
+        (wrap / "python-isolated").chmod(0o755)
+        write_image(tmp_path / "eval.sif", dirs=[*image_dirs(), str(wrap)])
+        over = {"python": str(wrap / "python-isolated")}
+        message = f"eval.sif: it imports oellm {__version__} from "
     elif case == "old_lm_eval":
         old = fake_dist(tmp_path / "old", "lm_eval", "0.4.9")
         write_image(tmp_path / "eval.sif", dirs=[*image_dirs(), str(old)], env={"PYTHONPATH": str(old)})

@@ -494,6 +494,9 @@ def test_a_dry_run_dir_says_so_and_is_not_resubmitted_without_the_checks(tmp_pat
         resubmit(Resubmit(run_dir=run.path))
     show(run.path, None, False, False)
     assert capsys.readouterr().out.startswith("dry run: nothing was pre-cached, proven or submitted here")
+    from oellm.runs.view import view
+
+    assert [(s.state, s.reason) for s in view(run.path).states] == [("not submitted", "dry run: never submitted")]
     list_runs(run.path.parent)
     assert f"{run.path.name}  slurm/leonardo dry run  rows 1" in capsys.readouterr().out
     legacy = make_run_dir(tmp_path, [EvalRow("m", "t", 0)], executor="slurm", cluster="leonardo",

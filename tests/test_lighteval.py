@@ -1,5 +1,6 @@
 """lighteval as a suite: oellm's rows give what lighteval's own CLI gives on the same model, one model load
-for all rows; mixed lm-eval + lighteval CSVs; lighteval output folders in collect-results; one-line errors.
+for all rows; lighteval's multilingual tasks (belebele `_cf`, flores200) pre-cached and run offline; mixed
+lm-eval + lighteval CSVs; lighteval output folders in collect-results; one-line errors.
 
 The e2e tests run `oellm` from the lighteval venv (tests/fixtures_suites.py), as a user with
 `pip install 'oellm[lighteval]'` would: lighteval cannot live beside the main venv's transformers 5."""
@@ -16,17 +17,21 @@ import pandas as pd
 import pytest
 
 from oellm import formats
+from oellm.container import RESULT
 from oellm.errors import OellmError
 from oellm.plan.request import Selection, plan_rows
 from oellm.results.gather import collect
 from oellm.results.tables import leaderboard
 from oellm.task_groups import SHIPPED, load_task_groups
-from tests.fixtures_suites import TASK_FILE
+from tests.fixtures_hub import OFFLINE_FLAGS, Hub
+from tests.fixtures_suites import TASK_FILE, belebele_repo, flores_repo, punkt_tab_mirror
 
-# lighteval's own CLI, offline: its registry import downloads tinyBenchmarks.pkl (oellm leaves that module out)
-LIGHTEVAL_CLI = ("import sys, types; n = 'lighteval.tasks.tasks.tiny_benchmarks'; "
-                 "sys.modules[n] = types.ModuleType(n); sys.argv[0] = 'lighteval'; "
-                 "from lighteval.__main__ import app; app()")
+# lighteval's own CLI, offline: its registry import downloads tinyBenchmarks.pkl (oellm leaves that module out),
+# and its BLEU metrics call nltk.download on every sample and bootstrap draw, data present or not (~70 ms a
+# failed lookup here: 70 s per flores200 row; oellm's worker makes it a no-op offline, as here)
+LIGHTEVAL_CLI = ("import sys, types, nltk; n = 'lighteval.tasks.tasks.tiny_benchmarks'; "
+                 "sys.modules[n] = types.ModuleType(n); nltk.download = lambda *a, **k: False; "
+                 "sys.argv[0] = 'lighteval'; from lighteval.__main__ import app; app()")
 
 
 def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -103,6 +108,68 @@ def test_a_typo_in_a_lighteval_task_is_one_line_with_the_closest_names(lighteval
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "unknown lighteval task(s): tiny_lv_11 (did you mean tiny_lv_1" in err[0], proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+MULTILINGUAL = ("belebele_deu_Latn_cf", "flores200:eng_Latn-deu_Latn")
+
+
+@pytest.mark.e2e
+def test_multilingual_tasks_are_pre_cached_and_run_offline_as_lighteval_runs_them(
+        hub: Hub, lighteval_venv, tiny_model, tmp_path, monkeypatch):
+    """Names from lighteval's multilingual registry (which the venv's lighteval cannot load whole: no
+    lighteval[multilingual] extra), their datasets served under the real repo ids and flores200's NLTK data
+    pre-cached by schedule-eval, the rows run offline and equal lighteval's own CLI on the same cache."""
+    hub.add_repo("facebook/belebele", belebele_repo(["deu_Latn"]), kind="dataset")
+    hub.add_repo("facebook/flores", flores_repo([("eng_Latn", "deu_Latn")]), kind="dataset")
+    mirror, nltk_dir = punkt_tab_mirror(tmp_path / "mirror"), tmp_path / "nltk_data"
+    monkeypatch.setenv("NLTK_DATA", f"{nltk_dir}:{mirror}")  # nltk reads file:// URLs only under its roots
+    monkeypatch.setenv("NLTK_DOWNLOAD_URL", f"file://{mirror}/index.xml")
+    proc = run([str(lighteval_venv / "oellm"), "schedule-eval", "--cluster", "local", "--models", str(tiny_model),
+                "--suite", "lighteval", "--tasks", ",".join(MULTILINGUAL), "--n_shot", "0",
+                "--output_dir", str(tmp_path / "runs")])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (nltk_dir / "tokenizers" / "punkt_tab").is_dir()
+    assert hub.count("GET", "facebook/belebele") and hub.count("GET", "facebook/flores")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    got = {r["oellm"]["row"]["task"]: r for r in results(run_dir)}
+    assert set(got) == set(MULTILINGUAL)
+    assert {"acc_norm_token,none", "acc_norm,none"} <= set(got["belebele_deu_Latn_cf"]["results"]["belebele_deu_Latn_cf"])
+    assert {"chrf++,none", "bleu,none", "bleu_4,none"} <= set(got[MULTILINGUAL[1]]["results"][MULTILINGUAL[1]])
+
+    hub.server.stop()  # lighteval's CLI, offline on the cache the pre-cache filled, on lighteval's own task files
+    for flag in OFFLINE_FLAGS:
+        monkeypatch.setenv(flag, "1")
+    where = run([str(lighteval_venv / "python"), "-c", "import lighteval, os; print(os.path.dirname(lighteval.__file__))"])
+    files = Path(where.stdout.strip()) / "tasks" / "multilingual" / "tasks"
+    model = tmp_path / "model"  # lighteval's CLI caches predictions inside an absolute model path: a copy
+    shutil.copytree(tiny_model, model)
+    for task, module in zip(MULTILINGUAL, ("belebele", "flores200"), strict=True):
+        ref = lighteval_cli(lighteval_venv, model, f"{task}|0", files / f"{module}.py", tmp_path / f"ref-{module}")
+        assert got[task]["results"] == ref["results"], task
+
+
+@pytest.mark.e2e
+def test_a_misspelt_multilingual_task_is_one_line_naming_the_close_match(lighteval_venv, tiny_model, tmp_path):
+    proc = run([str(lighteval_venv / "oellm"), "schedule-eval", "--cluster", "local", "--models", str(tiny_model),
+                "--suite", "lighteval", "--tasks", "belebele_deu_Latn_cff", "--output_dir", str(tmp_path / "runs")])
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr
+    assert "unknown lighteval task(s): belebele_deu_Latn_cff (did you mean belebele_deu_Latn_cf," in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.e2e
+def test_a_lighteval_image_tells_the_login_node_a_multilingual_tasks_dataset_and_nltk_data(lighteval_venv):
+    """What `oellm.suites.remote` asks a lighteval image when the login node has no lighteval."""
+    question = {"suite": "lighteval", "tasks": list(MULTILINGUAL), "sources": []}
+    proc = subprocess.run([str(lighteval_venv / "python"), "-m", "oellm.suites.probe"], input=json.dumps(question),
+                          capture_output=True, text=True, timeout=300)
+    answer = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix(RESULT))
+    assert answer["datasets"] == {
+        "belebele_deu_Latn_cf": {"dataset_path": "facebook/belebele", "dataset_name": "deu_Latn", "dataset_kwargs": {}},
+        MULTILINGUAL[1]: {"dataset_path": "facebook/flores", "dataset_name": "eng_Latn-deu_Latn", "dataset_kwargs": {}}}
+    assert answer["nltk"] == {"punkt_tab": [MULTILINGUAL[1]]}, proc.stderr[-2000:]
 
 
 @pytest.mark.e2e

@@ -404,29 +404,18 @@ _ensure()
 
 
 def uses_punkt(doc, results):
-    nltk.data.find("tokenizers/punkt_tab/english/README")  # a LookupError fails the row
+    nltk.data.find("tokenizers/punkt_tab/english/collocations.tab")  # a LookupError fails the row
     return {"acc": 1.0}
 '''
 
 
 @pytest.fixture
 def nltk_mirror(tmp_path: Path) -> Path:
-    """A site's NLTK mirror (its index.xml and one package) as nltk's downloader reads it: file:// URLs in a
-    folder named in NLTK_DATA (nltk refuses non-public hosts, loopback included, and files outside its roots)."""
-    import hashlib
-    import zipfile
+    """A site's NLTK mirror as nltk's downloader reads it: file:// URLs in a folder named in NLTK_DATA (nltk
+    refuses non-public hosts, loopback included, and files outside its roots)."""
+    from tests.fixtures_suites import punkt_tab_mirror
 
-    root = tmp_path / "mirror"
-    root.mkdir()
-    readme = "a stand-in for punkt_tab\n"
-    with zipfile.ZipFile(root / "punkt_tab.zip", "w") as z:
-        z.writestr("punkt_tab/english/README", readme)
-    data = (root / "punkt_tab.zip").read_bytes()
-    (root / "index.xml").write_text(
-        f'<?xml version="1.0"?>\n<nltk_data><packages><package id="punkt_tab" name="Punkt" subdir="tokenizers" '
-        f'url="file://{root}/punkt_tab.zip" size="{len(data)}" unzipped_size="{len(readme)}" '
-        f'checksum="{hashlib.md5(data).hexdigest()}" unzip="1" /></packages><collections></collections></nltk_data>\n')
-    return root
+    return punkt_tab_mirror(tmp_path / "mirror")
 
 
 @pytest.mark.e2e

@@ -90,6 +90,7 @@ def test_an_output_dir_with_shell_syntax_stays_a_name_on_the_node(tmp_path):
     root = tmp_path / 'runs $(touch pwned) "q" $HOME'
     root.mkdir()
     run_dir = f"{root}/2026-01-02-03-04-05"
+    Path(run_dir).mkdir()  # the script runs the worker from its run dir
     script = render_sbatch(CLUSTERS["leonardo"], run_dir=run_dir, job_name="oellm-x", time_minutes=10,
                            python="python3", binds=plan_binds(CLUSTERS["leonardo"], [str(root)], {}))
     bin_dir = tmp_path / "bin"

@@ -269,3 +269,26 @@ def test_each_chunk_asks_for_the_time_of_its_own_tasks(slurm_cluster, tiny_model
         assert got == ["20:00", "20:00", "35:00", "35:00"], limits.stdout  # 2 rows: 35 min; 1 row: 20 min
     finally:
         slurm.cancel([s["job_id"] for s in subs])
+
+
+@pytest.mark.slurm
+def test_sbatch_reads_the_quoted_nodelist_and_several_nodes_are_noted_before_sbatch_refuses(slurm_cluster, tiny_model,
+                                                                                            tmp_path):
+    """Option values are shell-quoted in `#SBATCH` lines (`--nodelist='node[2-2]'`), and sbatch strips the quotes
+    as a shell would. A nodelist of several nodes on a one-node array task is refused by SLURM; the dry run
+    says so first (oellm-eval's UFAL entry lists 16 nodes with NODES 1)."""
+    clusters = clusters_file(tmp_path, slurm_cluster.partition)
+    for nodelist, one in (("node[2-2]", True), ("node[1-2]", False)):
+        out = tmp_path / nodelist
+        r = oellm("schedule-eval", "--models", str(tiny_model), "--tasks", "hellaswag", "--n_shot", "0", "--dry_run",
+                  "--cluster", "testslurm", "--clusters_file", str(clusters), "--no_precache", "--output_dir",
+                  str(out), "--sbatch_option", f"nodelist={nodelist}")
+        assert r.returncode == 0, r.stderr
+        assert ("2 nodes" in r.stdout and "--nodelist" in r.stdout) is not one, r.stdout
+        script = the_run(out) / "submit_evals.sbatch"
+        assert f"#SBATCH --nodelist='{nodelist}'" in script.read_text()
+        test = subprocess.run(["sbatch", "--test-only", str(script), "0"], capture_output=True, text=True, timeout=60)
+        if one:
+            assert test.returncode == 0 and "node2" in test.stderr, test.stderr
+        else:
+            assert test.returncode != 0 and "invalid number of nodes" in test.stderr, test.stderr

@@ -195,6 +195,42 @@ def test_the_advisor_counts_one_worker_per_gpu_in_workers_mode():
     assert spread.wall_s == pytest.approx(60 + 8 * 600) and spread.gpu_hours == pytest.approx(4 * one.gpu_hours)
 
 
+@pytest.mark.fast
+def test_the_advisor_fills_its_slots_as_one_task_at_a_time_would():
+    """Runs of equal array tasks are added in whole rounds (a 100k-row sweep at 128 shards is 180k tasks): the
+    longest slot is what placing each task, longest first, on the least loaded slot gives."""
+    import heapq
+    import random
+
+    from oellm.plan.advisor import _longest_slot
+
+    def one_at_a_time(tasks: list[tuple[float, int]], parallel: int) -> float:
+        flat = sorted((t for t, c in tasks for _ in range(c)), reverse=True)
+        slots = [0.0] * max(1, min(parallel, len(flat)))
+        for t in flat:
+            heapq.heapreplace(slots, slots[0] + t)
+        return max(slots)
+
+    rng = random.Random(7)
+    for _ in range(500):
+        tasks = [(rng.choice([60.0, 600.0, 90.5, rng.uniform(1, 900)]), rng.randint(1, 40))
+                 for _ in range(rng.randint(1, 5))]
+        parallel = rng.randint(1, 16)
+        assert _longest_slot(tasks, parallel) == pytest.approx(one_at_a_time(tasks, parallel))
+
+
+@pytest.mark.fast
+def test_packing_keeps_each_rows_identity_and_id():
+    rows = [EvalRow(model=f"org/m{i % 3}", task=f"t{i}", n_shot=i % 2, options='{"seed": 1}' if i % 4 else "")
+            for i in range(40)]
+    ids = {r.identity: r.row_id for r in rows}
+    packed = pack(rows, 5)
+    assert sorted(r.identity for r in packed) == sorted(ids) and {r.row_id for r in packed} == set(ids.values())
+    fresh = [EvalRow(**{f: getattr(r, f) for f in r.__dataclass_fields__}) for r in packed]  # nothing cached
+    assert [r.row_id for r in fresh] == [ids[r.identity] for r in packed] and fresh == packed
+    assert len({r.task_index for r in packed}) == 9 and max(r.task_index for r in packed) == 8
+
+
 @pytest.mark.e2e
 def test_auto_shards_follow_history_and_status_compares(tiny_model, tiny_tasks, tmp_path):
     runs = str(tmp_path / "runs")

@@ -71,6 +71,10 @@ def test_a_reference_format_file_plans_the_expected_rows(tiny_model, tiny_tasks,
     assert sorted((r.task, r.n_shot) for r in rows) == [("tiny_group", 0), ("tiny_mc_a", 0), ("tiny_mc_a", 2),
                                                          ("tiny_mc_b", 1)]
     assert dropped == 1  # tiny_mc_a 0-shot from --tasks and from the group: one row
+    twice = Selection(models=f"{tiny_model},{tiny_model}", task_groups="tiny-all", task_groups_file=f,
+                      tasks="tiny_mc_a", n_shot="0")
+    again, dropped = plan_rows(twice, [str(tiny_tasks)])
+    assert again == rows and dropped == 1 + 4 + 1  # within --tasks, within the group, then across them
 
 
 def test_a_bad_group_is_one_line(tiny_model, tmp_path):

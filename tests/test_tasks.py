@@ -15,6 +15,7 @@ import pytest
 
 from oellm.errors import OellmError
 from oellm.suites import lm_eval_tasks as tasks
+from oellm.suites.lm_eval_manager import task_manager_for
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def stock_cache(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.fast
 def test_include_path_tasks_resolve_without_the_stock_index(tiny_tasks: Path, cache: Path) -> None:
     tasks.validate_tasks(["tiny_mc_a", "tiny_group", "tiny_mc_a"], [str(tiny_tasks)])
-    tm = tasks.task_manager_for(["tiny_group"], [str(tiny_tasks)])
+    tm = task_manager_for(["tiny_group"], [str(tiny_tasks)])
     assert tm.include_path == [str(tiny_tasks)]
     assert {"tiny_group", "tiny_mc_a", "tiny_mc_b"} <= set(tm.task_index)
     assert len(tm.task_index) < 20  # the ~14.7k stock tasks were not indexed
@@ -107,7 +108,7 @@ def test_task_manager_indexes_only_the_needed_folders(
     full = stock_cache["index"]
     for names in (["hellaswag", "tiny_mc_a"], ["mmlu"], ["ai2_arc", "piqa"]):
         t0 = time.perf_counter()
-        tm = tasks.task_manager_for(names, [str(tiny_tasks)])
+        tm = task_manager_for(names, [str(tiny_tasks)])
         print(f"{names}: {time.perf_counter() - t0:.3f} s, {len(tm.task_index)} entries")
         assert len(tm.task_index) < 200, "the restricted TaskManager indexed far more than needed"
         needed, stack = set(), list(names)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.cache import nltk_data
+from oellm.cache.imports import failed_imports, oellm_found
 from oellm.cache.paths import dataset_label
 from oellm.container import RESULT
 
@@ -255,7 +256,7 @@ def versions() -> dict[str, str | None]:
             fields[name.split(":")[0].strip()] = value.strip().strip("'\"")
         build = next((f"{k} {fields[k]}" for k in ("cuda", "hip") if fields.get(k) not in (None, "", "None")), "cpu")
     out["torch_build"] = build
-    return out
+    return {**out, **oellm_found()}  # in the preflight: the copy shipped first on its PYTHONPATH
 
 
 def main(job_path: str, out_path: str) -> None:
@@ -287,7 +288,8 @@ def main(job_path: str, out_path: str) -> None:
         results.append({**res, "kind": kind})
     results += [{"kind": "path", "path": p, "error": f"{p}: not visible here (no bind covers it)"}
                 for p in job.get("paths", []) if not os.path.exists(p)]
-    out = {"results": results, **({"versions": versions()} if offline else {})}
+    out = {"results": results, **({"versions": {**versions(), "imports": failed_imports(job.get("imports", []))}}
+                                  if offline else {})}
     if out_path == "-":
         print(RESULT + json.dumps(out), flush=True)
     else:

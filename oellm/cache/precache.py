@@ -103,12 +103,15 @@ def local_files(ds: dict) -> list[str]:
     return [str(f) for f in flat]
 
 
-def run_fetch(job: dict, env: dict[str, str]) -> dict:
-    """Run `oellm.cache.fetch` on `job` in a fresh interpreter with `env`; its progress bar goes to our stderr."""
+def run_fetch(job: dict, env: dict[str, str], python: str = sys.executable) -> dict:
+    """Run `oellm.cache.fetch` on `job` in a fresh interpreter (`python`: this one, or a --venv_path venv's)
+    with `env`; its progress bar goes to our stderr."""
     with tempfile.TemporaryDirectory(prefix="oellm-fetch-") as tmp:
         job_file, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_file.write_text(json.dumps(job))
-        proc = subprocess.run([sys.executable, "-m", "oellm.cache.fetch", str(job_file), str(out)], env=env,
+        # run from the temp dir: `-m` puts the working dir first on sys.path, and the user's may hold another
+        # `oellm` (a checkout of oellm-eval)
+        proc = subprocess.run([python, "-m", "oellm.cache.fetch", str(job_file), str(out)], env=env, cwd=tmp,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not out.is_file():
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])

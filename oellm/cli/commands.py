@@ -61,13 +61,16 @@ def check_cache(selection: Selection) -> None:
     includes = include_paths(selection)
     ask_images_of(conf)
     rows, _ = plan_rows(selection, includes)
-    missing = prove(rows, conf, includes, remember=False).missing
+    proof = prove(rows, conf, includes, remember=False)
+    missing = proof.missing
     if missing:
         raise OellmError(f"{len(missing)} item(s) missing from the offline cache (run `oellm schedule-eval ... "
                          f"--download_only` on a login node): " + "; ".join(missing))
     where = f" through {conf.container.runtime} exec {conf.container.image}" if conf.container else ""
     print(f"cache complete: {len({r.model for r in rows})} model(s), {len({r.task for r in rows})} task(s) "
           f"load offline{where} on cluster {conf.name}")
+    for line in proof.code:
+        print(line)
 
 
 def status(run_dir: Path | None = None, by: str | None = None, json: bool = False, watch: bool = False,
@@ -170,10 +173,10 @@ def worker(run_dir: Path, index: int | None = None, index_offset: int = 0) -> No
         index: Array task index; defaults to $SLURM_ARRAY_TASK_ID.
         index_offset: Added to the index; a run split into several SLURM arrays passes each chunk's start.
     """
-    from oellm.worker.task import run
+    # `python -m oellm worker` (what array tasks run) goes to run_task directly, without jsonargparse
+    from oellm.worker.__main__ import run_task
 
-    if run(run_dir, index=index, index_offset=index_offset):
-        sys.exit(1)
+    run_task(run_dir, index, index_offset)
 
 
 # `schedule` and `collect` are oellm-eval's names (its users' scripts run unchanged under either entry point)

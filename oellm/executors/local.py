@@ -24,6 +24,7 @@ from oellm.executors import Capacity, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
 from oellm.rundir import RunDir, read_job_refs
+from oellm.shipping import SHIP_DIR
 from oellm.sitevalues import expand_env
 
 POLL_S = 0.5
@@ -160,8 +161,11 @@ def _start(run: RunDir, task: int, env: dict[str, str], python: str) -> subproce
     err = open(run.logs / f"local_{task}.err", "ab")  # noqa: SIM115
     try:
         # A new session, so a Ctrl-C on the terminal reaches only us; we stop the workers ourselves.
+        # the oellm shipped into the run dir first, as on SLURM (a --venv_path venv needs no oellm of its own)
+        path = os.pathsep.join([str(run.path / SHIP_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])
         return subprocess.Popen([python, "-m", "oellm", "worker", "--run_dir", str(run.path), "--index", str(task)],
-                                env={**os.environ, **env}, stdout=out, stderr=err, start_new_session=True)
+                                env={**os.environ, **env, "PYTHONPATH": path}, stdout=out, stderr=err,
+                                start_new_session=True, cwd=run.path)  # not the user's dir: see WORKER_ENV
     finally:
         out.close()
         err.close()

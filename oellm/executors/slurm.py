@@ -46,6 +46,8 @@ class SlurmExecutor:
                 raise
             log(f"note: cannot ask SLURM which rows earlier runs still run ({e}); a real submission would")
             return list(rows)
+        if not busy:
+            return list(rows)
         keep = [r for r in rows if r.row_id not in busy]
         if len(keep) < len(rows):
             runs = sorted({str(busy[r.row_id]) for r in rows if r.row_id in busy})

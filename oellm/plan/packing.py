@@ -92,8 +92,7 @@ def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
     suites = {s: i for i, s in enumerate(dict.fromkeys(r.suite for r in rows))}
     tasks = [g[start:start + evals_per_task] for g in by_model.values() for start in range(0, len(g), evals_per_task)]
     tasks.sort(key=lambda t: (suites[t[0].suite], -len(t)))  # stable: models keep their order
-    return [EvalRow(r.model, r.task, r.n_shot, r.model_args, r.limit, r.step, index, r.suite,  # replace(): 3x slower
-                    r.shard, r.num_shards, r.options) for index, task in enumerate(tasks) for r in task]
+    return [r.at(index) for index, task in enumerate(tasks) for r in task]
 
 
 def has_suite_images(cluster: ClusterConfig) -> bool:

@@ -157,7 +157,7 @@ class Request(UpstreamFlags, SlurmOverrides, Selection):
                 raise OellmError(f"--{name}: must be {'>= 1' if name == 'max_batch_size' else '>= 0'}, got {value}")
         rows, dropped = plan_rows(self, includes)
         k = self.shard_count()
-        return ([s for r in rows for s in r.shards(k)] if k else rows), dropped
+        return ([s for r in rows for s in r.shards(k)] if k and k > 1 else rows), dropped
 
     def shard_count(self) -> int | None:
         """--num_shards as a number; None for `auto` (the advisor decides)."""
@@ -220,9 +220,9 @@ def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], i
         models = sel.trusting(sel.model_refs())
         options = sel.row_options()
         built = [ex.build_rows(models, tasks, shots, limit, sel.checkpoint_stride, sel.last_n_checkpoints, suite,
-                               options, sel.checkpoint_ready_file)[0]
-                 for tasks, shots, suite in _task_sets(sel)]
-        rows, dropped = ex.dedupe(r for group in built for r in group)
+                               options, sel.checkpoint_ready_file) for tasks, shots, suite in _task_sets(sel)]
+        rows, dropped = (built[0][0], 0) if len(built) == 1 else ex.dedupe(r for group, _ in built for r in group)
+        dropped += sum(n for _, n in built)  # within a group (a model named twice), then across groups
     if sel.eval_csv_path:
         rows = [sel.trusting_row(r) for r in rows]
     try:

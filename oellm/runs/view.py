@@ -65,7 +65,10 @@ def view(run_dir: Path) -> View:
     executor = for_run(run, manifest)
     subs = manifest.get("submissions") or []
     sched = executor.states(manifest, st.needed_elements(rows, done, subs))
-    return View(run, manifest, st.join(rows, done, records, subs, sched.states), sched.note, sched.calls, mean_s,
+    states = st.join(rows, done, records, subs, sched.states)
+    if is_dry_run(manifest):  # its rows were never submitted, not held back by a queue limit
+        states = [s._replace(reason="dry run: never submitted") if s.state == "not submitted" else s for s in states]
+    return View(run, manifest, states, sched.note, sched.calls, mean_s,
                 sched.warning, executor.max_parallel(manifest),
                 _measured_wall(run) if manifest.get("prediction") else None)
 

@@ -17,6 +17,7 @@ from typing import Any
 from oellm import options
 from oellm.rows import EvalRow, ModelRef, is_path
 from oellm.rundir import utc_now
+from oellm.suites import lm_eval_manager as manager
 from oellm.suites import lm_eval_needs
 from oellm.suites import lm_eval_shard as shard
 from oellm.suites import lm_eval_tasks as tasks
@@ -107,7 +108,7 @@ class LmEvalSuite:
         from lm_eval.loggers import EvaluationTracker
 
         if self._task_manager is None:  # one index for all rows of the process (milliseconds, not 15 s)
-            self._task_manager = tasks.task_manager_for(sorted({r.task for r in rows}),
+            self._task_manager = manager.task_manager_for(sorted({r.task for r in rows}),
                                                         yaml_dirs(settings.get("include_paths") or []))
         kwargs = options.simple_evaluate_kwargs(row.options, settings)
         # task metadata as lm-eval's CLI builds it: the model args, then --metadata over them
@@ -115,7 +116,7 @@ class LmEvalSuite:
         tracker = EvaluationTracker()  # no output path: it only records the run's settings, as the CLI's does
         out = lm_eval.simple_evaluate(
             model=model, model_args=model_args, tasks=[row.task], num_fewshot=row.n_shot,
-            limit=_limit(row.limit), task_manager=tasks.with_metadata(self._task_manager, metadata),
+            limit=_limit(row.limit), task_manager=manager.with_metadata(self._task_manager, metadata),
             log_samples=bool(settings.get("log_samples", False)) if log_samples is None else log_samples,
             batch_size=info["batch_size"], device=info["device"], use_cache=None, cache_requests=False,
             evaluation_tracker=tracker, **kwargs)

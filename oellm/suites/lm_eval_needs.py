@@ -1,6 +1,6 @@
-"""What a run needs of its lm-eval tasks, known before any task is built: each leaf task's dataset (read
-from its YAML with its `include:`s; building the tasks would load every dataset), where its few-shot
-examples come from, and whether it runs model-written code (both from the task index)."""
+"""What a run needs of its lm-eval tasks, known before any task is built (building them would load every
+dataset): each leaf task's dataset, where its few-shot examples come from and whether it runs model-written
+code, all read from each task's YAML (with its `include:`s) once, when the task index is built."""
 
 from __future__ import annotations
 
@@ -9,44 +9,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from oellm.suites.lm_eval_tasks import internal, is_yaml_file, resolve
+from oellm.suites.lm_eval_tasks import dataset_of, internal, is_yaml_file, resolve
 
 
 def task_datasets(names: list[str], include_paths: list[str]) -> dict[str, dict[str, Any] | None]:
     """Every leaf task reachable from `names` (through groups and tags) -> the dataset lm-eval will load:
-    {"dataset_path", "dataset_name", "dataset_kwargs"}, or None for a Python task whose YAML names none."""
-    return {name: cfg and _dataset_of(cfg) for name, cfg in task_configs(names, include_paths).items()}
-
-
-def task_configs(names: list[str], include_paths: list[str]) -> dict[str, dict[str, Any] | None]:
-    """Every leaf task reachable from `names` -> its YAML config (with `include:`s), None for a Python
-    task. Read without building the tasks, which would load every dataset."""
-    load_yaml = internal("_yaml_loader").load_yaml
-
+    {"dataset_path", "dataset_name", "dataset_kwargs"}, or None for a task whose YAML names none (a Python
+    task). From the task index, which read each YAML once; a task given as a YAML file is read here."""
     index, seen, _ = resolve(names, include_paths)
-    out: dict[str, dict[str, Any] | None] = {}
-    for name in sorted(n for n in seen if index[n]["type"] == "task"):
-        path = index[name]["yaml_path"]
-        if not path:
-            out[name] = None
-            continue
-        cfg = load_yaml(path, resolve_func=False)
-        for entry in cfg.get("task_list") or []:  # one YAML defining several tasks
-            if isinstance(entry, dict) and entry.get("task") == name:
-                cfg = {**cfg, **entry}
-        out[name] = cfg
-    for name in names:  # a task given as a YAML file
+    out = {name: index[name].get("dataset") for name in sorted(seen) if index[name]["type"] == "task"}
+    for name in names:
         if name not in index and is_yaml_file(name):
-            out[name] = load_yaml(name, resolve_func=False)
+            out[name] = dataset_of(internal("_yaml_loader").load_yaml(name, resolve_func=False))
     return out
-
-
-def _dataset_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
-    """A task config's dataset; None when it has none or builds its own (`custom_dataset`)."""
-    if not cfg.get("dataset_path") or cfg.get("custom_dataset"):
-        return None
-    return {"dataset_path": cfg["dataset_path"], "dataset_name": cfg.get("dataset_name"),
-            "dataset_kwargs": cfg.get("dataset_kwargs") or {}}
 
 
 def fewshot_pools(shots: dict[str, set[int | None]], include_paths: list[str]) -> dict[str, tuple[str, int]]:

@@ -90,8 +90,9 @@ def _scan(paths: list[Path]) -> dict[str, dict[str, Any]]:
 
 
 def _plan_facts(kind: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """What planning checks of a task, read once with the index (its config, includes resolved):
-    whether it runs model-written code, and where its few-shot examples come from."""
+    """What planning checks of a task, read once with the index (its config, includes resolved): whether it
+    runs model-written code, where its few-shot examples come from, and its dataset (for the pre-cache and
+    the binds: reading the YAMLs again would import lm-eval's task manager, and `datasets`, ~1.5 s)."""
     if kind != "task" or not isinstance(cfg, dict):
         return {}
     split = cfg.get("fewshot_split") or cfg.get("training_split") or cfg.get("validation_split")
@@ -101,10 +102,19 @@ def _plan_facts(kind: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError):
         own = 0
     return {"unsafe": bool(cfg.get("unsafe_code")),
-            "fewshot": [str(split), own] if split and not fixed else None}
+            "fewshot": [str(split), own] if split and not fixed else None, "dataset": dataset_of(cfg)}
 
 
-INDEX_FORMAT = 2  # bumped when an entry gains fields: an older cached index is rebuilt, not half-read
+def dataset_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """A task config's dataset as lm-eval loads it; None when it has none or builds its own (`custom_dataset`).
+    JSON values (a YAML date becomes its text), since the index is cached as JSON."""
+    if not cfg.get("dataset_path") or cfg.get("custom_dataset"):
+        return None
+    return json.loads(json.dumps({"dataset_path": cfg["dataset_path"], "dataset_name": cfg.get("dataset_name"),
+                                  "dataset_kwargs": cfg.get("dataset_kwargs") or {}}, default=str))
+
+
+INDEX_FORMAT = 3  # bumped when an entry gains fields: an older cached index is rebuilt, not half-read
 
 
 def _stock_index() -> dict[str, dict[str, Any]]:
@@ -241,58 +251,3 @@ def validate_tasks(names: list[str], include_paths: list[str]) -> None:
 def is_yaml_file(name: str) -> bool:
     """lm-eval also accepts a path to a task YAML in place of a name."""
     return name.endswith((".yaml", ".yml")) and Path(name).is_file()
-
-
-def _minimal_dirs(dirs: set[Path]) -> list[Path]:
-    """Drop folders inside other listed folders: indexing one twice makes lm-eval warn of overrides."""
-    ordered = sorted(dirs, key=lambda p: len(p.parts))
-    kept: list[Path] = []
-    for d in ordered:
-        if not any(d.is_relative_to(k) for k in kept):
-            kept.append(d)
-    return sorted(kept)
-
-
-def task_manager_for(names: list[str], include_paths: list[str], metadata: dict[str, Any] | None = None) -> Any:
-    """A TaskManager that indexes only the folders holding `names` (and what their groups and tags
-    pull in) plus the include paths; lm-eval's full one when a name is unknown here (lm-eval then
-    reports it, or takes it as a YAML path) or the restricted index would resolve a name differently."""
-    from lm_eval.tasks import TaskManager
-
-    t0 = time.perf_counter()
-    index, seen, user = resolve(names, include_paths)
-    dirs = {Path(index[n]["yaml_path"]).parent for n in seen if n not in user and index[n]["yaml_path"]}
-    tm = None
-    if all(n in index for n in names) and stock_tasks_dir() not in dirs:
-        paths = [str(d) for d in _minimal_dirs(dirs)] + list(include_paths)
-        tm = TaskManager(include_defaults=False, include_path=paths or None, metadata=metadata)
-        bad = sorted(n for n in seen if not _same_entry(tm.task_index.get(n), index[n]))
-        if bad:
-            log.warning("restricted task index differs for %s; using lm-eval's full index", bad[:5])
-            tm = None
-    if tm is None:
-        tm = TaskManager(include_path=list(include_paths) or None, metadata=metadata)
-        log.info("built lm-eval's full TaskManager in %.1f s", time.perf_counter() - t0)
-    else:
-        log.info("built a TaskManager over %d folder(s) in %.2f s", len(tm.include_path or []),
-                 time.perf_counter() - t0)
-    return tm
-
-
-def with_metadata(tm: Any, metadata: dict[str, Any]) -> Any:
-    """Give `tm` the model's args as task metadata, as lm-eval's CLI does (some tasks read `pretrained`
-    from it). lm-eval applies metadata only when it builds a task (in its TaskFactory), so a new
-    factory equals a new TaskManager without re-indexing."""
-    if getattr(tm, "metadata", None) != metadata and hasattr(tm, "_factory"):
-        tm.metadata, tm._factory = metadata, internal("_factory").TaskFactory(meta=metadata)
-    return tm
-
-
-def _same_entry(entry: Any, want: dict[str, Any]) -> bool:
-    """Does the restricted index hold what the full one does (same YAML; a tag with all its members)?"""
-    if entry is None:
-        return False
-    if want["type"] == "tag":
-        return sorted(entry.tags) == want["children"]
-    return str(entry.yaml_path) == want["yaml_path"]
-

@@ -1,5 +1,5 @@
-"""`python -m oellm.suites.probe`, inside a suite's image: which of the asked tasks exist and which datasets
-they load, answered by the suite itself (the login node's `oellm.suites.remote` asks)."""
+"""`python -m oellm.suites.probe`, inside a suite's image: which of the asked tasks exist, which datasets
+and NLTK data they load, answered by the suite itself (the login node's `oellm.suites.remote` asks)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def main() -> None:
     try:
         suite.validate(question["tasks"], question["sources"])
         answer: dict[str, Any] = {"datasets": suite.datasets(question["tasks"], question["sources"])}
+        if hasattr(suite, "nltk_resources"):  # NLTK data the tasks download (oellm.cache.nltk_data)
+            answer["nltk"] = suite.nltk_resources(question["tasks"], question["sources"])
     except OellmError as e:
         answer = {"error": str(e)}
     print(RESULT + json.dumps(answer, default=str), flush=True)

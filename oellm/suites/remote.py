@@ -1,6 +1,7 @@
 """A suite whose framework lives only in its own image (lighteval needs transformers<5; the login node
 needs no torch at all): its plan-time answers, which task names exist and which datasets they load, come
-from the image, through the same runtime, flags and environment as its workers.
+from the image, through the same runtime, flags and environment as its workers; on a site without
+containers, from the workers' own python (a --venv_path venv, oellm-eval's UFAL shape).
 
 `python -m oellm.suites.probe` is the answering side, run inside the image: a question as JSON on stdin,
 the answer as the last stdout line `RESULT <json>`, so no file needs a bind.
@@ -17,6 +18,10 @@ from typing import Any
 from oellm.clusters import ClusterConfig
 from oellm.container import RESULT, plan_binds, preflight_argv
 from oellm.errors import OellmError
+from oellm.offline import OFFLINE_ENV
+from oellm.shipping import staged
+from oellm.sitevalues import expand_env
+from oellm.suites.lm_eval_tasks import cache_dir
 
 _ANSWERS: dict[tuple, dict[str, Any]] = {}  # one container start per suite and task list, however often asked
 
@@ -24,8 +29,8 @@ _ANSWERS: dict[tuple, dict[str, Any]] = {}  # one container start per suite and 
 class RemoteSuite:
     """Plan-time questions only; the worker runs inside the image, where the suite itself is installed."""
 
-    def __init__(self, name: str, cluster: ClusterConfig):
-        self.name, self.cluster = name, cluster.for_suite(name)
+    def __init__(self, name: str, cluster: ClusterConfig, python: str | None = None):
+        self.name, self.cluster, self.python = name, cluster.for_suite(name), python
 
     def validate(self, names: Sequence[str], sources: Sequence[str]) -> None:
         answer = self._ask(names, sources)
@@ -36,25 +41,40 @@ class RemoteSuite:
         self.validate(names, sources)
         return self._ask(names, sources)["datasets"]
 
+    def nltk_resources(self, names: Sequence[str], sources: Sequence[str]) -> dict[str, list[str]]:
+        self.validate(names, sources)
+        return self._ask(names, sources).get("nltk") or {}
+
     def _ask(self, names: Sequence[str], sources: Sequence[str]) -> dict[str, Any]:
-        key = (self.name, self.cluster.name, tuple(sorted(names)), tuple(sources))
+        key = (self.name, self.cluster.name, self.python, tuple(sorted(names)), tuple(sources))
         if key not in _ANSWERS:
             _ANSWERS[key] = self._run({"suite": self.name, "tasks": sorted(names), "sources": list(sources)})
         return _ANSWERS[key]
 
     def _run(self, question: dict[str, Any]) -> dict[str, Any]:
-        """Offline like the workers (the worker env), seeing only the task sources besides the image."""
+        """Offline like the workers (the worker env), seeing only the task sources besides the image; or with
+        the venv's python, the shipped oellm first on its path as its workers run it."""
+        code = str(staged(cache_dir()))  # this oellm answers, whether or not the image or venv has one
+        if self.python:
+            env = {**os.environ, **expand_env(self.cluster.env, os.environ, f"cluster {self.cluster.name}.env"),
+                   **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join([code, *filter(None, [os.environ.get("PYTHONPATH")])])}
+            proc = subprocess.run([self.python, "-m", "oellm.suites.probe"], input=json.dumps(question),
+                                  capture_output=True, text=True, env=env, cwd=code)
+            return self._answer(proc, f"the venv's python {self.python}")
         c = self.cluster.container
         assert c is not None
-        argv = preflight_argv(self.cluster, plan_binds(self.cluster, question["sources"]), os.environ,
-                              ["-m", "oellm.suites.probe"])
+        argv = preflight_argv(self.cluster, plan_binds(self.cluster, [*question["sources"], code]), os.environ,
+                              ["-m", "oellm.suites.probe"], code)
         try:
-            proc = subprocess.run(argv, input=json.dumps(question), capture_output=True, text=True)
+            proc = subprocess.run(argv, input=json.dumps(question), capture_output=True, text=True, cwd=code)
         except FileNotFoundError:
             raise OellmError(f"container runtime {c.runtime!r} (cluster {self.cluster.name}) is not on PATH here; "
                              f"it answers which {self.name} tasks exist (the login node has no {self.name})") from None
+        return self._answer(proc, f"image {c.image}")
+
+    def _answer(self, proc: subprocess.CompletedProcess, where: str) -> dict[str, Any]:
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
         if proc.returncode == 0 and lines:
             return json.loads(lines[-1][len(RESULT):])
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output"
-        raise OellmError(f"asking {self.name}'s image {c.image} about tasks failed (exit {proc.returncode}): {tail}")
+        raise OellmError(f"asking {self.name}'s {where} about tasks failed (exit {proc.returncode}): {tail}")

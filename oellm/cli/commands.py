@@ -64,8 +64,9 @@ def check_cache(selection: Selection) -> None:
     proof = prove(rows, conf, includes, remember=False)
     missing = proof.missing
     if missing:
-        raise OellmError(f"{len(missing)} item(s) missing from the offline cache (run `oellm schedule-eval ... "
-                         f"--download_only` on a login node): " + "; ".join(missing))
+        raise OellmError(f"{len(missing)} problem(s) the workers would hit offline (a model or dataset missing "
+                         "from the cache: `oellm schedule-eval ... --download_only` on a login node fetches it): "
+                         + "; ".join(missing))
     where = f" through {conf.container.runtime} exec {conf.container.image}" if conf.container else ""
     print(f"cache complete: {len({r.model for r in rows})} model(s), {len({r.task for r in rows})} task(s) "
           f"load offline{where} on cluster {conf.name}")

@@ -240,7 +240,7 @@ def test_check_cache_cmd_reports_offline_gaps(hub: Hub, hub_tasks: Path, local, 
     precache([row("org/tiny")], local, [str(hub_tasks)], log=lambda s: None)
     go_offline(hub, monkeypatch)
     check_cache_command(Selection(models="org/tiny", tasks="hub_mc", lm_eval_include_path=str(hub_tasks), cluster="local"))
-    with pytest.raises(OellmError, match=r"1 item\(s\) missing.*org/tiny@nope"):
+    with pytest.raises(OellmError, match=r"1 problem\(s\) the workers would hit offline.*org/tiny@nope: not in the offline cache"):
         check_cache_command(Selection(models="org/tiny,revision=nope", tasks="hub_mc",
                                       lm_eval_include_path=str(hub_tasks), cluster="local"))
 

@@ -1,7 +1,7 @@
 """clusters.json: per-site settings as data, validated, and detection of the current cluster.
 
 The shipped file holds leonardo, lumi, jureca and local; a user's own file (`--clusters_file` or
-`OELLM_CLUSTERS_FILE`) adds clusters or overrides single fields of shipped ones.
+`OELLM_CLUSTERS_FILE`) adds clusters or overrides single fields of shipped ones (a clusters.yaml site replaces).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm.clusters_yaml import base_of, is_clusters_yaml, read_clusters_yaml
 from oellm.errors import OellmError, refuse_secret
 from oellm.resources import data_path
 from oellm.sitevalues import check_one_node, env_order, parse_time
@@ -70,6 +71,7 @@ class ClusterConfig:
     executor: str = "slurm"  # a module of oellm/executors: slurm, or local (this machine)
     # several GPUs per task: one worker per GPU draining the task's rows, or one model spread over them
     gpu_mode: str = "workers"
+    from_environment: dict[str, str] = field(default_factory=dict)  # set by oellm: clusters.yaml's env values
 
     @property
     def max_minutes(self) -> int:
@@ -156,11 +158,11 @@ def build_cluster(name: str, data: dict[str, Any], source: str) -> ClusterConfig
                 if key == "modules":  # patterns are matched in Python, module names reach the script
                     _check_safe(f"{w}[{i}]", item)
             kw[key] = tuple(items)
-        elif key in ("env", "sbatch_options"):
+        elif key in ("env", "sbatch_options", "from_environment"):
             _check_type(w, value, (dict,))
             for k, v in value.items():
-                if not (ENV_NAME if key == "env" else OPTION_NAME).match(k):
-                    what = "an environment variable name (letters, digits, _)" if key == "env" else "an sbatch option"
+                if not (OPTION_NAME if key == "sbatch_options" else ENV_NAME).match(k):
+                    what = "an sbatch option" if key == "sbatch_options" else "an environment variable name (letters, digits, _)"
                     raise OellmError(f"{w}: {k!r} is not {what}")
                 if key == "env":
                     refuse_secret(k, f"{w}: {k}", "the sbatch script and run.json")
@@ -210,9 +212,7 @@ def _build_container(where: str, data: Any) -> ContainerConfig:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if path.suffix in (".yaml", ".yml"):  # oellm-eval's clusters.yaml, turned into clusters.json entries
-        from oellm.upstream.clusters_yaml import read_clusters_yaml
-
+    if is_clusters_yaml(path):  # oellm-eval's clusters.yaml, turned into clusters.json entries
         return read_clusters_yaml(path)
     try:
         data = json.loads(path.read_text())
@@ -234,7 +234,7 @@ def load_clusters(user_file: str | Path | None = None) -> dict[str, ClusterConfi
         for name, entry in _read(Path(user_file)).items():
             if name.startswith("_"):
                 continue
-            base = raw.get(name, {})
+            base = base_of(entry, raw, user_file) if is_clusters_yaml(user_file) else raw.get(name, {})
             raw[name] = merge_entry(base, entry) if isinstance(entry, dict) and isinstance(base, dict) else entry
             sources[name] = str(user_file)
     return {name: build_cluster(name, entry, sources[name]) for name, entry in raw.items()}

@@ -5,10 +5,12 @@ and the variables passed here (`--cleanenv`): nothing of the login shell (PYTHON
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from oellm.clusters import ClusterConfig, ContainerConfig
 from oellm.errors import OellmError
@@ -138,3 +140,22 @@ def preflight_argv(cluster: ClusterConfig, binds: Binds, environ: Mapping[str, s
         argv += ["--env", f"{k}={_expandvars(v, environ)}"]
     argv += ["--env", f"PYTHONPATH={code_path(code_dir)}"]
     return [*argv, _expandvars(c.image, environ), c.python, *command]
+
+
+@functools.lru_cache(maxsize=8)
+def venv_python(venv: str | Path | None) -> str | None:
+    """--venv_path's interpreter (`VENV/bin/python`, not resolved: a venv's python is a symlink out of it),
+    checked on the login node: it must exist and find lm-eval."""
+    if not venv:
+        return None
+    import subprocess
+
+    python = Path(venv).expanduser().absolute() / "bin" / "python"
+    if not python.exists():
+        raise OellmError(f"--venv_path {venv}: no bin/python in it; give a virtual environment's directory")
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('lm_eval') is not None)"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.stdout.strip() != "True":
+        raise OellmError(f"--venv_path {venv}: its Python has no lm-eval; install the worker's stack there "
+                         "(pip install 'oellm[worker]')")
+    return str(python)

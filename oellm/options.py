@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from oellm.errors import OellmError
+from oellm.errors import OellmError, refuse_secret
 
 # lm-eval's `--seed` default: random, numpy, torch, fewshot
 DEFAULT_SEEDS = (0, 1234, 1234, 1234)
@@ -65,13 +65,38 @@ def _json_object(flag: str, value: Any) -> dict[str, Any] | None:
     return parsed
 
 
+def canonical(value: Any) -> Any:
+    """One spelling per value, with lm-eval's meanings: a whole float is the integer (`temperature=0.0` and
+    `temperature=0` decode alike, and are one evaluation), recursively; text is kept exactly. Whole floats
+    go to the integer, not the other way, so rows planned with `temperature=0` keep their ids."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def _no_secrets(flag: str, value: Any) -> None:
+    """Secret-named keys anywhere inside a JSON/kv option: the same rule as model args and env values."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            refuse_secret(str(k), f"--{flag}: key {k!r}", "jobs.csv, run.json and every result")
+            _no_secrets(flag, v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_secrets(flag, v)
+
+
 def gen_kwargs(value: Any) -> dict[str, Any] | None:
     """lm-eval's `key=value,key=value` (or a JSON object / a mapping) -> a dict with typed values."""
     if value is None or value == "" or value == {}:
         return None
     parsed = _json_object("gen_kwargs", value)
     if parsed is not None:
-        return parsed
+        _no_secrets("gen_kwargs", parsed)
+        return canonical(parsed)
     text = str(value).strip()
     from lm_eval.utils import simple_parse_args_string  # lm-eval's own parser: its types (int, float, bool)
 
@@ -80,9 +105,11 @@ def gen_kwargs(value: Any) -> dict[str, Any] | None:
         raise OellmError(f"--gen_kwargs: {bad[0]!r} has no value; expected key=value,key=value, "
                          "e.g. temperature=0,max_gen_toks=256")
     try:
-        return simple_parse_args_string(text)
+        parsed = simple_parse_args_string(text)
     except ValueError as e:
         raise OellmError(f"--gen_kwargs: {e}; expected key=value,key=value, e.g. temperature=0,max_gen_toks=256") from None
+    _no_secrets("gen_kwargs", parsed)
+    return canonical(parsed)
 
 
 def seeds(value: Any) -> list[int | None] | None:
@@ -114,7 +141,8 @@ def metadata(value: Any) -> dict[str, Any] | None:
     parsed = _json_object("metadata", value)
     if parsed is None:
         raise OellmError(f"--metadata: expected a JSON object, e.g. '{{\"max_seq_lengths\": [4096]}}', got {value!r}")
-    return parsed
+    _no_secrets("metadata", parsed)
+    return canonical(parsed)
 
 
 def row_options(**given: Any) -> str:
@@ -201,8 +229,34 @@ def check_batch_size(value: str | int | None, what: str) -> None:
     raise OellmError(f"{what}: {value!r} is not a batch size; give a whole number >= 1, auto, or auto:N")
 
 
+def without_ignored(options: str, generative: bool) -> str:
+    """A row's options as lm-eval applies them to its task: gen_kwargs only reach generating tasks (lm-eval
+    ignores them for loglikelihood ones), so there they neither split an evaluation nor change its id."""
+    opts = parse_row_options(options)
+    if generative or "gen_kwargs" not in opts:
+        return options
+    opts.pop("gen_kwargs")
+    return json.dumps(opts, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if opts else ""
+
+
+PREVIEW = 24  # characters of a system instruction or metadata shown in a label
+
+
+def _preview(text: str, quote: bool = True) -> str:
+    """Readable and unique: the text itself when short and plain, else its start and a short hash."""
+    flat = " ".join(text.split())
+    show = (lambda t: json.dumps(t, ensure_ascii=False)) if quote else (lambda t: t)
+    if flat == text and len(text) <= PREVIEW:
+        return show(text)
+    import hashlib
+
+    return show(flat[:PREVIEW] + ("…" if len(flat) > PREVIEW else "")) + "#" + hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
 def label(options: str) -> str:
-    """A short, readable tag for tables and logs: `chat`, `chat:NAME`, `sys`, `gen`, `seed=..`, `predict`."""
+    """A short tag for tables and logs that tells two evaluations apart: `chat`, `chat:NAME`,
+    `sys="Be brief."`, `gen:temperature=0`, `seed=..`, `predict-only`, `meta={...}`; long texts are shown
+    by their start and a short hash of the whole, so no two option sets share a tag."""
     opts = parse_row_options(options)
     parts = []
     if opts.get("apply_chat_template"):
@@ -211,7 +265,7 @@ def label(options: str) -> str:
         if not opts.get("fewshot_as_multiturn", True):
             parts.append("single-turn")
     if opts.get("system_instruction"):
-        parts.append("sys")
+        parts.append("sys=" + _preview(opts["system_instruction"]))
     if opts.get("gen_kwargs"):
         parts.append("gen:" + ",".join(f"{k}={v}" for k, v in sorted(opts["gen_kwargs"].items())))
     if opts.get("seed"):
@@ -219,5 +273,6 @@ def label(options: str) -> str:
     if opts.get("predict_only"):
         parts.append("predict-only")
     if opts.get("metadata"):
-        parts.append("meta")
+        parts.append("meta=" + _preview(json.dumps(opts["metadata"], sort_keys=True, separators=(",", ":"),
+                                                  ensure_ascii=False), quote=False))
     return " ".join(parts)

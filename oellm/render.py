@@ -27,7 +27,7 @@ from oellm.container import (
 )
 from oellm.resources import data_path
 from oellm.shipping import SHIP_DIR
-from oellm.sitevalues import env_order, format_minutes, parse_time
+from oellm.sitevalues import TIME_KEYS, env_order, format_minutes, parse_time, sbatch_time
 
 TEMPLATE = "eval.sbatch.j2"
 _SWITCHES = ("requeue", "no-requeue")  # flags without a value
@@ -47,7 +47,9 @@ def _environment():
 
 
 def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
-    """`#SBATCH` options in a fixed order; config keys use SLURM's spelling with underscores."""
+    """`#SBATCH` options in a fixed order; config keys use SLURM's spelling with underscores. The time is
+    `time_minutes` alone: an sbatch option's time was weighed where the limit is decided
+    (oellm.plan.timelimit), and one that won here would disagree with the packing and the summary."""
     opts: dict[str, str | None] = {
         "partition": cluster.partition, "account": cluster.account, "qos": cluster.qos,
         "nodes": "1", "ntasks": "1", "cpus-per-task": str(cluster.cpus_per_task), "mem": cluster.mem,
@@ -60,6 +62,8 @@ def sbatch_flags(cluster: ClusterConfig, time_minutes: int) -> list[str]:
     switches = set(_SWITCHES)
     for key, value in cluster.sbatch_options.items():
         k = key.replace("_", "-")
+        if k in TIME_KEYS:
+            continue
         if value == "" and k not in opts:  # {"exclusive": ""}: a bare switch
             switches.add(k)
             opts[k] = None
@@ -115,5 +119,13 @@ def render_for_path(cluster: ClusterConfig, manifest: Mapping[str, Any], old: st
             paths = [b.split(":")[-1] for b in manifest.get("binds") or [] if b not in cluster.container.binds]
         binds = plan_binds(cluster, [moved(p) for p in paths])
     return render_sbatch(cluster, run_dir=new, job_name=f"oellm-{os.path.basename(new)}",
-                         time_minutes=parse_time(manifest.get("time_limit") or "00:10:00", "run.json time_limit"),
+                         time_minutes=script_minutes(manifest),
                          python=recorded.get("python") or python, binds=binds, inherited=recorded.get("inherited"))
+
+
+def script_minutes(manifest: Mapping[str, Any]) -> int:
+    """The time limit in a run's script: run.json's `time_limit`. In a run made before `time_limit_from` was
+    recorded, a cluster `sbatch_options.time` overrode it in the script."""
+    old = None if "time_limit_from" in manifest else \
+        sbatch_time((manifest.get("cluster_config") or {}).get("sbatch_options") or {})
+    return parse_time(old or manifest.get("time_limit") or "00:10:00", "run.json time_limit")

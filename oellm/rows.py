@@ -55,6 +55,17 @@ def revision_key(name: str, revision: str | None) -> str:
     return name if revision is None else f"{name}@{revision}"
 
 
+# model args that permit a load but change no number: not part of an evaluation's identity
+LOAD_ONLY_ARGS = ("trust_remote_code",)
+
+
+def identity_args(args: str) -> str:
+    """Model args as an evaluation's identity has them: without the load-only ones."""
+    if not any(k in args for k in LOAD_ONLY_ARGS):
+        return args
+    return ",".join(p for p in args.split(",") if p.split("=", 1)[0] not in LOAD_ONLY_ARGS)
+
+
 def parse_args(text: str) -> dict[str, str]:
     """`key=value,key=value` -> dict; the one reader of oellm's model-args strings."""
     return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
@@ -206,9 +217,20 @@ class EvalRow:
     @_once
     def row_id(self) -> str:
         """Stable id: the same evaluation always gets the same id, in any run, on any cluster (lm-eval rows
-        keep the ids they had before rows named a suite or a shard)."""
+        keep the ids they had before rows named a suite or a shard). Model args that only permit a load
+        (`trust_remote_code`) change no number, so they are not part of it (docs/evaluation.md)."""
+        return self._id(identity_args(self.model_args))
+
+    @property
+    def legacy_ids(self) -> tuple[str, ...]:
+        """The ids rows with a load-only model arg had before it left the identity: the ledger still finds
+        their results, and their run dirs still read (a one-time mapping, never a re-run)."""
+        args = identity_args(self.model_args)
+        return () if args == self.model_args else (self._id(self.model_args),)
+
+    def _id(self, model_args: str) -> str:
         limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
-        parts: tuple[str, ...] = (self.model, self.model_args, self.task, shot_label(self.n_shot), limit)
+        parts: tuple[str, ...] = (self.model, model_args, self.task, shot_label(self.n_shot), limit)
         if self.suite != DEFAULT_SUITE:
             parts += (self.suite,)
         if self.num_shards:

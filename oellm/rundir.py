@@ -40,14 +40,28 @@ _COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "li
 OPTIONAL = ["suite", "shard", "num_shards", "options"]  # absent in runs written before rows had them
 
 
-def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
-    """Write jobs.csv (plain csv module: 100k rows in ~0.2 s, no pandas import on the planning path)."""
+# oellm-eval's eval-CSV columns as well (n_shot and num_shards are shared), then the rows' lm-eval options as
+# eval-CSV cells: `--eval_csv_path RUN/jobs.csv` (of either tool) plans the run again, and oellm-eval's
+# `collect --check` reads it; the readers here ignore them (jobs.csv files written before them lack them)
+EVAL_CSV = ["model_path", "task_path", "eval_suite"]
 
+
+def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
+    """Write jobs.csv (plain csv module: 100k rows in ~0.3 s, no pandas import on the planning path), LF line
+    ends as oellm-eval's; model_path holds the model args after the model, as an eval CSV does."""
+    from oellm.options import ROW_OPTIONS, csv_cells
+
+    rows = list(rows)
+    cells = {o: csv_cells(o) for o in {r.options for r in rows}}
+    names = [k for k in ROW_OPTIONS if any(k in c for c in cells.values())]
+    extra = {o: tuple(c.get(k, "") for k in names) for o, c in cells.items()}  # per distinct options, not per row
     with atomic_open(path) as fh:
-        w = csv.writer(fh)
-        w.writerow([*_COLUMNS, *OPTIONAL])
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow([*_COLUMNS, *OPTIONAL, *EVAL_CSV, *names])
         w.writerows([r.row_id, r.task_index, r.model, r.model_args, r.task, shot_label(r.n_shot), _fmt_limit(r.limit),
-                     _blank(r.step), r.suite, _blank(r.shard), _blank(r.num_shards), r.options] for r in rows)
+                     _blank(r.step), r.suite, _blank(r.shard), _blank(r.num_shards), r.options,
+                     f"{r.model},{r.model_args}" if r.model_args else r.model, r.task, r.suite,
+                     *extra[r.options]] for r in rows)
 
 
 def _read(path: Path, rows: Callable[[Any, dict[str, int]], list[T]]) -> list[T]:
@@ -81,7 +95,9 @@ def read_jobs(path: Path) -> list[EvalRow]:
                           shard=_int(f.get("shard")), num_shards=_int(f.get("num_shards")),
                           options=f.get("options") or "")
             if row.row_id != f["row_id"]:
-                raise OellmError(f"{path}: line {reader.line_num}: row_id {f['row_id']} does not match its fields")
+                if f["row_id"] not in row.legacy_ids:
+                    raise OellmError(f"{path}: line {reader.line_num}: row_id {f['row_id']} does not match its fields")
+                row.__dict__["row_id"] = f["row_id"]  # a run planned before: its files keep their names
             out.append(row)
         return out
 

@@ -16,19 +16,21 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from oellm import __version__
+from oellm import __version__, claims
 from oellm.cache.preflight import Proof
 from oellm.cache.workerpaths import worker_paths
 from oellm.clusters import ClusterConfig, detect_cluster, load_clusters
 from oellm.container import Binds, inherited_env, plan_binds
 from oellm.errors import OellmError
 from oellm.executors import Capacity, Executor, NothingStarted, for_cluster
+from oellm.ledger import Ledger
 from oellm.plan.overrides import with_overrides
-from oellm.plan.packing import RunPlan, check_time_limit, gpu_hours
+from oellm.plan.packing import RunPlan, gpu_hours
 from oellm.plan.request import Request, include_paths, output_root
+from oellm.plan.timelimit import for_request
 from oellm.render import render_sbatch
 from oellm.rows import EvalRow, shot_label
-from oellm.rundir import RunDir, creating, existing_results, new_run_stamp, write_jobs, write_json
+from oellm.rundir import RunDir, creating, new_run_stamp, write_jobs, write_json
 from oellm.shipping import SHIP_DIR, ship
 from oellm.sitevalues import format_minutes, nodelist_note
 from oellm.suites import ask_images_of
@@ -54,26 +56,38 @@ def cluster_of(req: Request) -> ClusterConfig:
 
 
 def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
-    """Plan, write the run dir, then hand it to the cluster's executor; returns the run dir."""
+    """Plan, write the run dir, then hand it to the cluster's executor; returns the run dir. The rows it
+    schedules are claimed (`oellm.claims`) from before it asks which are done or in flight until their
+    submission is on record (a local run: until it ended), so two oellm commands never evaluate a row twice."""
+    with claims.held() as held:
+        return _schedule(req, log, held)
+
+
+def _schedule(req: Request, log: Callable[[str], None], held: claims.Claims) -> Path | None:
     cluster = cluster_of(req)
-    fixed_minutes = check_time_limit(req.time_limit, cluster) if req.time_limit else None
+    limit = for_request(req, cluster)  # the one time limit per array task, before anything is planned
     executor = for_cluster(cluster, req.workers)
-    includes = include_paths(req)
-    ask_images_of(cluster, req.worker_python())  # --venv_path's python answers for a suite missing here
+    includes = include_paths(req, cluster)
+    # --venv_path's python answers for a suite missing here; nothing proves the workers' install on a dry run or
+    # with --skip_checks (no pre-cache/preflight), so there a shipped task index may answer (oellm.suites)
+    ask_images_of(cluster, req.worker_python(), req.dry_run or not (req.precache and req.preflight))
     root = output_root(req.output_dir, cluster)
     if root.exists() and not root.is_dir():
         raise OellmError(f"--output_dir {root}: not a directory; give the folder run dirs go into")
     with _rows_kept():
         rows, dropped = req.plan(includes)
         total = len(rows)
-        done = set() if req.force else existing_results(root)
-        if done:
-            rows = [r for r in rows if r.row_id not in done]
+        if not req.force:  # done anywhere under the root: the ledger's answer (a shard of a done whole too)
+            rows = Ledger.under(root).todo(rows)
         if dropped:
             log(f"dropped {dropped} duplicate row(s)")
         if total - len(rows):
             log(f"skipping {total - len(rows)} of {total} row(s) with results already under {root} (--force re-runs "
                 "them)")
+        if rows and not (req.dry_run or req.download_only):
+            rows = held.take(root, rows, log)  # ours now: what is done or in flight cannot change under us
+            if rows and not req.force:  # done by another holder while we planned
+                rows = Ledger.under(root).todo(rows)
         if rows and not req.force:
             rows = executor.in_flight(root, rows, req.dry_run, log)
     if req.download_only:
@@ -94,7 +108,7 @@ def schedule(req: Request, log: Callable[[str], None] = print) -> Path | None:
     with _rows_kept():
         rows, prediction = advise(req, rows, cluster, root, executor, log)
         plan = RunPlan.build(rows, cluster, req.evals_per_task, capacity.max_array, capacity.queued,
-                             skipped=skipped, dropped=dropped, minutes=fixed_minutes)
+                             skipped=skipped, dropped=dropped, limit=limit)
     root.mkdir(parents=True, exist_ok=True)  # the workers write here: it is bound into the container
     # binds only matter inside a container (and finding local data files reads every task's YAML)
     bind_paths = worker_paths(rows, cluster, includes, root) if cluster.container else []
@@ -156,13 +170,12 @@ def advise(req: Request, rows: list[EvalRow], cluster: ClusterConfig, root: Path
     if not (auto or req.dry_run):
         return rows, None
     from oellm.plan import advisor
-    from oellm.plan.packing import default_evals_per_task
 
     wholes = list({r.whole.row_id: r.whole for r in rows}.values()) if any(r.num_shards for r in rows) else rows
     hist = advisor.history(root, cluster)
     parallel = executor.max_parallel({"cluster_config": asdict(cluster)})
-    predictions = advisor.predict(wholes, cluster, hist, req.evals_per_task or default_evals_per_task(cluster),
-                                  parallel)
+    predictions = advisor.predict(wholes, cluster, hist,
+                                  for_request(req, cluster).evals_per_task(cluster, req.evals_per_task), parallel)
     chosen = advisor.choose(predictions, req.deadline) if auto else \
         next((p for p in predictions if p.num_shards == req.shard_count()), None)
     unit = "GPU" if cluster.gpus_per_task else "CPU"
@@ -203,18 +216,20 @@ def ensure_cached(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Seq
 def manifest(req: Request, cluster: ClusterConfig, executor: Executor, includes: Sequence[str],
              plan: RunPlan) -> dict:
     from oellm.cache.fetch import versions
+    from oellm.task_groups import groups_file
 
     lm_eval_version = versions()["lm_eval"]
     return {
         "created": datetime.now().isoformat(timespec="seconds"), "cluster": cluster.name,
         "executor": executor.name, "cluster_config": asdict(cluster),
         "oellm_version": __version__, "lm_eval_version": lm_eval_version, "login_versions": versions(), "command_line": req.command_line,
-        "include_paths": list(includes), "batch_size": req.batch_size or cluster.batch_size,
+        "include_paths": list(includes), "task_groups_file": str(groups_file(req.task_groups_file).resolve()), "batch_size": req.batch_size or cluster.batch_size,
         "log_samples": req.log_samples, "limit": req.limit, "n_rows": len(plan.rows),
         "max_batch_size": req.max_batch_size, "bootstrap_iters": req.bootstrap_iters,
         "confirm_run_unsafe_code": req.confirm_run_unsafe_code, "lm_eval_options": req.row_options(),
         "parallelize": cluster.spreads, "gpu_mode": cluster.gpu_mode if cluster.gpus_per_task > 1 else None,
         "evals_per_task": plan.evals_per_task, "n_tasks": plan.n_tasks, "time_limit": format_minutes(plan.minutes),
+        "time_limit_from": plan.time_from,
         "submissions": [], "held_back_tasks": plan.submission.held_back, "model_revisions": {},
         "slurm_overrides": {**req.cluster_fields(), **({"time_limit": req.time_limit} if req.time_limit else {})},
     }
@@ -239,10 +254,12 @@ def summary(run: RunDir, cluster: ClusterConfig, executor: Executor, plan: RunPl
     return "\n".join([
         f"run dir:   {run.path}",
         f"cluster:   {cluster.name} ({executor.label})",
+        *([f"from the environment: {', '.join(f'{k}={v}' for k, v in cluster.from_environment.items())}"] if cluster.from_environment else []),
         f"rows:      {len(rows)} = {models} model(s) x {tasks} task(s) x shots {','.join(map(str, shots))}"
         + (f" ({plan.skipped} already done or in flight, skipped)" if plan.skipped else "")
         + (f"; {evaluations} evaluation(s) in {'/'.join(map(str, sharded))} shards each" if sharded else ""),
         f"packing:   up to {plan.evals_per_task} row(s) of one model per array task -> {plan.n_tasks} array task(s)",
+        *plan.notes,
         *executor.describe(plan),
         f"estimate:  {amount} booked at {cluster.minutes_per_eval} min per evaluation"
         + (f" ({cluster.gpus_per_task} GPUs per task: {_gpu_use(cluster)})" if cluster.gpus_per_task > 1 else ""),

@@ -11,17 +11,32 @@ is editable, and its checkout holds far more than the package.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
 import oellm
 
 SHIP_DIR = "oellm_code"  # in a run dir: what goes first on the workers' PYTHONPATH (it holds `oellm/`)
+
+
+def pythonpath(code_dir: str | Path, environ: Mapping[str, str] = os.environ) -> str:
+    """PYTHONPATH of a process that runs the shipped oellm: `code_dir` first, then what `environ` had (the
+    local workers, the preflight and a suite's probe through a venv; the scripts' shell spelling of the same
+    rule is `oellm.container.code_path`)."""
+    return os.pathsep.join([str(code_dir), *filter(None, [environ.get("PYTHONPATH")])])
+
+
+def worker_python(recorded: str | None = None) -> str:
+    """The interpreter the workers run: the one a run recorded (a --venv_path venv's), else this one."""
+    return recorded or sys.executable
 
 
 def source() -> Path:
@@ -75,12 +90,16 @@ def staged(cache: Path) -> Path:
             if not (dest / "oellm" / "__init__.py").is_file():
                 raise
         _prune(root, keep=dest)
+    else:
+        with contextlib.suppress(OSError):  # its mtime is its last use: _prune keeps a copy in use
+            os.utime(dest)
     return dest
 
 
 def _prune(root: Path, keep: Path, age_s: float = 86400) -> None:
-    """Staged copies of other code older than a day go (an upgrade, a developer's edits): only preflights read
-    them, for seconds; runs have their own copy."""
+    """Staged copies of other code unused for a day go (an upgrade, a developer's edits): `staged` marks each
+    use on the copy's mtime, so a copy a long-lived installation keeps using is never removed under it; only
+    preflights and probes read them, for seconds; runs have their own copy."""
     now = time.time()
     for old in root.glob("oellm-*"):
         try:

@@ -40,6 +40,14 @@ def format_minutes(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
+TIME_KEYS = ("time", "t")  # sbatch's --time and -t
+
+
+def sbatch_time(options: Mapping[str, str]) -> str | None:
+    """The time limit that sbatch options give (`time` or `t`), None when they give none."""
+    return next((options[k] for k in TIME_KEYS if options.get(k)), None)
+
+
 def env_order(env: dict[str, str], where: str) -> list[tuple[str, str]]:
     """The cluster `env` in the order the script exports it: by name, except that a value using another key
     (`HF_DATASETS_CACHE: $HF_HOME/datasets`) comes after that key, so `set -u` never meets it unset. A value

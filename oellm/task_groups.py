@@ -3,7 +3,7 @@ per-language selection, so a sweep is `--task_groups sib200-eu[deu_Latn|fra_Latn
 
 The format is upstream's in full: `valid_langs` with `{lang}` in a task's name or subset, a per-task
 `suite` (a group may mix suites), group `dataset`/`subset` defaults, super groups, a generated `all`.
-Each task's languages are derived from its name and subset (oellm.upstream.languages), never declared.
+Each task's languages are derived from its name and subset (oellm.languages), never declared.
 The shipped file (oellm/task-groups.yaml) is used unless `--task_groups_file` or $OELLM_TASK_GROUPS_FILE
 names another; `task_metrics` picks each task's headline metric in collect-results. Every problem in a
 file is one error naming its line.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.errors import OellmError
-from oellm.upstream.languages import check_codes, task_languages
+from oellm.languages import check_codes, task_languages
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,16 @@ SHIPPED = Path(__file__).with_name("task-groups.yaml")  # inside the package: th
 # suites as users and upstream spell them -> oellm.suites' names
 SUITE_NAMES = {"lm-eval-harness": "lm_eval", "lm_eval": "lm_eval", "lm-eval": "lm_eval", "lighteval": "lighteval",
                "light-eval": "lighteval", "bigcodebench": "bigcodebench", "bench": "bench"}
+
+
+def parse_suite(value: str | None, what: str = "--suite") -> str:
+    """A suite as users spell it (oellm-eval's `lm-eval-harness` too) -> its name in oellm.suites."""
+    name = (value or "").strip() or "lm_eval"  # as the registry defaults a task's suite
+    if name not in SUITE_NAMES:
+        raise OellmError(f"{what} {name!r}: known: {', '.join(SUITE_NAMES)}")
+    return SUITE_NAMES[name]
+
+
 # suites upstream runs that oellm does not: their tasks are refused by name, and left out of `all`
 NOT_RUN = {"evalchemy": "evalchemy (a fork on GitHub that no package index carries)"}
 ALL = "all"

@@ -214,10 +214,10 @@ def test_help_starts_without_any_commands_modules():
     (["--slurm_template_var", '{"PARTITION": "p"}', "--partition", "mine"], {"partition": "mine"}),  # ours wins
 ])
 def test_upstream_flags_mean_our_options(args, expected):
-    from oellm.plan.request import Request
+    from oellm.cli.upstream_flags import UpstreamRequest
 
     cfg = cli._parser("schedule").parse_args(["schedule", "--models", "m", *args])
-    request = Request(**{k: v for k, v in cfg.schedule.as_dict().items() if k != "config"})
+    request = UpstreamRequest(**{k: v for k, v in cfg.schedule.as_dict().items() if k != "config"}).to_request()
     assert {k: getattr(request, k) for k in expected} == expected
 
 

@@ -195,7 +195,9 @@ def test_env_values_are_ordered_after_the_keys_they_use_and_expanded_that_way():
 
 def test_time_limit_0_is_refused_naming_what_slurm_means():
     with pytest.raises(OellmError, match="--time_limit 0: SLURM reads 0 as no limit"):
-        arrays.check_time_limit("0", load_clusters()["leonardo"])
+        from oellm.plan.timelimit import check_time_limit
+
+        check_time_limit("0", load_clusters()["leonardo"])
 
 
 def _limits(cfg, rows, per_task=None):

@@ -372,7 +372,7 @@ def test_a_chat_evaluation_is_a_row_of_its_own_beside_the_plain_one(tmp_path: Pa
     assert not b.notes, b.notes
     assert b.table.loc["org/b", "t1 acc_norm"] == pytest.approx(0.4)
     assert b.table.loc["org/b (chat)", "t1 acc_norm"] == pytest.approx(0.3)
-    assert b.table.loc["org/b (chat sys)", "t1 acc_norm"] == pytest.approx(0.5)
+    assert b.table.loc['org/b (chat sys="Be brief.")', "t1 acc_norm"] == pytest.approx(0.5)
 
 
 def gsm8k_like(row: EvalRow, order: tuple[str, str]) -> dict:

@@ -271,8 +271,149 @@ def test_follower_job_script_is_a_small_cpu_job_of_the_cluster(tmp_path):
     assert f"--partition={leonardo.partition}" in flags and "--cpus-per-task=1" in flags and "--mem=2G" in flags
     assert "--time=01:00:00" in flags and not any("gres" in f or "gpu" in f for f in flags)
     assert "--no-requeue" in flags and f"--output={tmp_path}/follow-x/logs/%j.out" in flags
-    assert "export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1" in text
+    assert "export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false " \
+           "PYTHONSAFEPATH=1" in text  # the workers' preamble (templates/_preamble.j2), outside a container
+    assert f"cd {tmp_path}/follow-x  #" in text and f"export PYTHONPATH={tmp_path}/follow-x/oellm_code" in text
     assert text.rstrip().endswith(f"-m oellm.follow {tmp_path}/follow-x")
+
+
+@pytest.mark.fast
+def test_follower_job_runs_from_a_dir_holding_another_oellm_package(tmp_path):
+    """REVIEW finding 9: the follower job, run (as SLURM runs it) from a checkout of oellm-eval, whose
+    `oellm/__init__.py` would shadow oellm, runs its look with the oellm shipped into the follower's dir."""
+    from oellm.clusters import load_clusters
+    from oellm.follow.loop import render_job
+    from oellm.follow.state import Follower, FollowState
+
+    follower = Follower.create(tmp_path / "runs", FollowState(request={}, cluster="local", executor="local",
+                                                              interval_s=60, until={}, created=0.0, ended="done"))
+    follower.script.write_text(render_job(follower, load_clusters()["local"]))
+    checkout = tmp_path / "oellm-eval"
+    (checkout / "oellm").mkdir(parents=True)
+    (checkout / "oellm" / "__init__.py").write_text("raise SystemExit('the checkout oellm was imported')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run(["bash", str(follower.script)], cwd=checkout, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0 and "checkout oellm" not in p.stderr, p.stderr
+    assert (follower.path / "oellm_code" / "oellm" / "__init__.py").is_file()
+    assert (follower.path / "oellm_code" / "oellm" / "_data" / "templates" / "follow.sbatch.j2").is_file()
+
+
+@pytest.mark.fast
+def test_follow_interval_has_a_floor_on_slurm(tmp_path):
+    """REVIEW code remark: `--follow_interval 1s` on SLURM would queue a job per second."""
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-1")
+    p = oellm("schedule-eval", "--cluster", "leonardo", "--models", str(run), "--tasks", "x", "--follow",
+              "--follow_interval", "10s", "--output_dir", str(tmp_path / "runs"),
+              env={k: v for k, v in os.environ.items() if k != "OELLM_FOLLOW_MIN_INTERVAL_S"})
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "--follow_interval 10s: on SLURM each look is a job of its own; give at least 60s" in p.stderr
+
+
+@pytest.mark.fast
+def test_sharded_checkpoint_without_its_index_is_still_being_written(tmp_path):
+    """REVIEW finding 4: save_pretrained writes the shards first and the index last; a checkpoint with shard 1
+    of 2 and no index waits (follower and planner alike) and is scheduled once, when complete."""
+    from oellm.follow.look import look
+    from oellm.plan.request import Request
+
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-100")
+    ck200 = make_model(run / "checkpoint-200", weights=False)
+    (ck200 / "model-00001-of-00002.safetensors").write_bytes(b"\0" * 8)
+    assert ck.incomplete(ck200) == ("model.safetensors.index.json not written yet "
+                                    "(1 of 2 shard(s) of model on disk)")
+    assert steps(plan.expand_model(ModelRef(str(run)))) == [100]  # the planner too
+    req, state, sched = Request(models=str(run)), follower_state(run), Scheduler(tmp_path)
+    look(req, state, False, tmp_path, sched, print)
+    assert sched.calls == [["checkpoint-100"]]
+    assert "index.json not written yet" in state.waiting[str(ck200)]["why"]
+    (ck200 / "model-00002-of-00002.safetensors").write_bytes(b"\0" * 8)
+    assert ck.incomplete(ck200) == "model.safetensors.index.json not written yet (2 of 2 shard(s) of model on disk)"
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (ck200 / "model.safetensors.index.json").write_text(json.dumps(index))
+    look(req, state, False, tmp_path, sched, print)  # complete: listed again shortly, then scheduled
+    assert sched.calls == [["checkpoint-100"], ["checkpoint-200"]] and not state.waiting
+    # all of an index's shards but not all N of the shard names: still being written
+    ck300 = make_model(run / "checkpoint-300", weights=False)
+    (ck300 / "pytorch_model-00001-of-00003.bin").write_bytes(b"x")
+    (ck300 / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": "pytorch_model-00001-of-00003.bin"}}))
+    assert ck.incomplete(ck300) == "1 of 3 shard(s) of pytorch_model on disk"
+
+
+@pytest.mark.fast
+def test_stride_grid_hangs_on_steps_when_the_trainer_deletes_old_checkpoints(tmp_path):
+    """REVIEW finding 12: stride 2 over 100/200/300 keeps 100 and 300; the trainer then writes 400 and deletes
+    100 (save_total_limit): 200 and 400 stay off the grid, 500 is on it."""
+    from oellm.follow.look import look
+    from oellm.plan.request import Request
+
+    run = tmp_path / "run"
+    for step in (100, 200, 300):
+        make_model(run / f"checkpoint-{step}")
+    req, state, sched = Request(models=str(run), checkpoint_stride=2), follower_state(run), Scheduler(tmp_path)
+    look(req, state, False, tmp_path, sched, print)
+    make_model(run / "checkpoint-400")
+    shutil.rmtree(run / "checkpoint-100")
+    look(req, state, False, tmp_path, sched, print)
+    make_model(run / "checkpoint-500")
+    shutil.rmtree(run / "checkpoint-200")
+    look(req, state, False, tmp_path, sched, print)
+    assert sched.calls == [["checkpoint-100", "checkpoint-300"], ["checkpoint-500"]]
+
+
+@pytest.mark.fast
+def test_a_submission_refused_at_the_last_look_is_retried_not_dropped(tmp_path, monkeypatch):
+    """REVIEW finding 5: the look at --follow_until whose scheduling fails (a QOS submit limit) does not end
+    the follower: the checkpoint is tried again, the progress line says so (never "nothing new"), and it is
+    given up with its reason after MAX_FAILURES tries."""
+    from oellm.follow import loop
+    from oellm.follow.look import MAX_FAILURES
+    from oellm.follow.state import Follower, FollowState
+
+    run = tmp_path / "run"
+    make_model(run / "checkpoint-200")
+    root = tmp_path / "runs"
+    state = FollowState(request={"models": str(run), "output_dir": str(root)}, cluster="local", executor="local",
+                        interval_s=0.02, until={"at": time.time() - 1, "text": "25s"}, created=0.0)
+    follower = Follower.create(root, state)
+    failing, lines = Scheduler(root, fail=True), []
+    monkeypatch.setattr(loop, "schedule", failing)
+    s = loop.step(follower, lines.append)
+    assert not s.ended and s.next_look and list(s.failures) == [str(run / "checkpoint-200")]
+    assert "scheduling 1 failed, tried again next look (checkpoint-200)" in lines[-1] and "nothing new" not in lines[-1]
+    monkeypatch.setattr(loop, "schedule", Scheduler(root))
+    s = loop.step(follower, lines.append)
+    assert s.ended == "reached --follow_until 25s" and list(s.scheduled) == [str(run / "checkpoint-200")]
+
+    make_model(run / "checkpoint-300")
+    monkeypatch.setattr(loop, "schedule", failing)
+    for _ in range(MAX_FAILURES):
+        with follower.changing() as st:
+            st.ended = None
+        s = loop.step(follower, lines.append)
+    assert s.ended and "scheduling failed 3 times: preflight" in s.given_up[str(run / "checkpoint-300")]
+    assert "gave up on 1" in lines[-1] and not s.failures
+
+
+@pytest.mark.fast
+def test_named_checkpoints_under_hf_are_evaluated(tmp_path):
+    """REVIEW D11: `run/hf/latest` beside `iter_*` is planned (not dropped), a `run/hf` with only `final/` and
+    `best/` plans those two, and a `latest` that links to a listed checkpoint is that checkpoint."""
+    run = tmp_path / "run"
+    make_model(run / "hf" / "final")
+    make_model(run / "hf" / "best")
+    (run / "hf" / "notes").mkdir()
+    got = plan.expand_model(ModelRef(str(run)))
+    assert [Path(r.name).name for r in got] == ["best", "final"] and steps(got) == [None, None]
+    other = tmp_path / "other"
+    for step in (100, 200):
+        make_model(other / "hf" / f"iter_{step:07d}")
+    make_model(other / "hf" / "latest")
+    (other / "hf" / "current").symlink_to(other / "hf" / "iter_0000200")
+    got = plan.expand_model(ModelRef(str(other)), last_n=1)
+    assert [Path(r.name).name for r in got] == ["latest", "iter_0000200"]
 
 
 # ---------------------------------------------------------------- a follower, for real
@@ -398,8 +539,8 @@ def test_follower_job_resubmits_itself_stops_with_training_and_cancel(slurm_clus
               "--n_shot", "0", "--limit", "2", "--lm_eval_include_path", str(tiny_tasks),
               "--output_dir", str(tmp_path / "runs"), "--no_preflight",
               "--follow", "--follow_interval", "5s"]
-    p = oellm("schedule-eval", *common, "--follow_until", f"job:{training}", "--no_precache",
-              env={**os.environ})
+    fast = {**os.environ, "OELLM_FOLLOW_MIN_INTERVAL_S": "1"}  # looks every 5 s: below the SLURM floor of 60 s
+    p = oellm("schedule-eval", *common, "--follow_until", f"job:{training}", "--no_precache", env=fast)
     assert p.returncode == 0, p.stderr
     assert "scheduled 1 new (checkpoint-100)" in p.stdout and "next look" in p.stdout
     (follower,) = (tmp_path / "runs").glob("follow-*")
@@ -419,7 +560,7 @@ def test_follower_job_resubmits_itself_stops_with_training_and_cancel(slurm_clus
     wait_for_jobs([s["job_id"] for r in runs for s in json.loads((r / "run.json").read_text())["submissions"]],
                   timeout=300)
 
-    p = oellm("schedule-eval", *common, "--no_precache")
+    p = oellm("schedule-eval", *common, "--no_precache", env=fast)
     assert p.returncode == 0, p.stderr
     second = sorted((tmp_path / "runs").glob("follow-*"))[-1]
     job = json.loads((second / "follow.state").read_text())["job_id"]
@@ -429,3 +570,52 @@ def test_follower_job_resubmits_itself_stops_with_training_and_cancel(slurm_clus
     time.sleep(3)
     assert not slurm.queue_states([job])
     assert "cancelled" in oellm("status", str(second)).stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.usefixtures("no_job_left_behind")
+def test_a_checkpoint_whose_evaluation_fails_is_resubmitted_then_given_up_with_its_reason(slurm_cluster, tiny_model,
+                                                                                         tmp_path):
+    """Issue: a follower retries a checkpoint that failed on the node by resubmit's rules, and after
+    MAX_RESUBMITS shows it given up with the reason; a run whose retry succeeds is finished, not given up."""
+    from oellm.follow.retry import MAX_RESUBMITS, retry_failed
+    from oellm.follow.state import FollowState
+    from oellm.rundir import RunDir
+    from tests.fixtures_models import build_tiny_tasks
+    from tests.fixtures_slurm import wait_for_jobs
+    from tests.test_schedule_slurm import clusters_file
+
+    tasks = build_tiny_tasks(tmp_path / "tasks")  # our own copy: "fixed" below
+    cfile = clusters_file(tmp_path, slurm_cluster.partition, container=None, max_running=4)
+    runs = []
+    for name in ("fixed", "broken"):
+        r = subprocess.run([sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "testslurm", "--clusters_file",
+                            str(cfile), "--models", str(tiny_model), "--tasks", "tiny_raises", "--limit", "2",
+                            "--lm_eval_include_path", str(tasks), "--output_dir", str(tmp_path / name), "--no_preflight"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        (run,) = [p for p in (tmp_path / name).iterdir() if (p / "run.json").is_file()]
+        runs.append(RunDir(run))
+    jobs = lambda run: [s["job_id"] for s in run.read_manifest()["submissions"]]  # noqa: E731
+    wait_for_jobs([j for run in runs for j in jobs(run)], timeout=300)
+    state = FollowState(request={}, cluster="testslurm", executor="slurm", interval_s=60, until={}, created=0,
+                        runs=[str(r.path) for r in runs],
+                        scheduled={str(tiny_model): {"run": str(runs[0].path)}, f"{tiny_model},x=1": {"run": "elsewhere"}})
+    state.resubmits[str(runs[1].path)] = MAX_RESUBMITS  # the broken one has had its tries
+    lines: list[str] = []
+    resubmitted, gave_up = retry_failed(state, lines.append)
+    assert resubmitted == [str(runs[0].path)] and gave_up == []  # the broken run's checkpoint is keyed to runs[0]
+    assert state.resubmits[str(runs[0].path)] == 1 and len(jobs(runs[0])) == 2
+    assert str(runs[1].path) in state.finished
+    (tasks / "utils.py").write_text((tasks / "utils.py").read_text().replace(
+        'raise ValueError("tiny_raises: deliberate failure")', "return dataset"))
+    wait_for_jobs(jobs(runs[0]), timeout=300)
+    assert retry_failed(state, lines.append) == ([], []) and str(runs[0].path) in state.finished
+    assert runs[0].done_ids() and not state.given_up
+    # a follower whose checkpoint keeps failing gives it up, with the rows' reason, once its tries are spent
+    state = FollowState(request={}, cluster="testslurm", executor="slurm", interval_s=60, until={}, created=0,
+                        runs=[str(runs[1].path)], scheduled={str(tiny_model): {"run": str(runs[1].path)}},
+                        resubmits={str(runs[1].path): MAX_RESUBMITS})
+    assert retry_failed(state, lines.append) == ([], [str(tiny_model)])
+    assert "tiny_raises: deliberate failure" in state.given_up[str(tiny_model)]

@@ -3,6 +3,7 @@ count), modules small enough to read in one sitting."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,16 @@ def test_modules_stay_readable_in_one_sitting() -> None:
     long = {str(p.relative_to(REPO)): n for p in sorted((REPO / "oellm").rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_oellm_eval_formats_sit_beside_oellms_own_and_its_flags_at_the_command_line() -> None:
+    """oellm-eval's clusters.yaml, language codes, collect CSV and custom task names are read beside oellm's
+    own of each kind (no package named by its origin that the core imports back up from); its flags are
+    translated only at the command line's edge, so nothing below `oellm.cli` knows their spelling."""
+    assert not (REPO / "oellm" / "upstream").exists()
+    for module in ("clusters_yaml", "languages", "results/oellm_eval_csv", "suites/lm_eval_include_only"):
+        assert (REPO / "oellm" / f"{module}.py").is_file(), module
+    below_cli = [p for p in (REPO / "oellm").rglob("*.py")
+                 if "cli" not in p.relative_to(REPO / "oellm").parts and p.name != "__main__.py"]
+    uses = re.compile(r"from oellm\.cli|import oellm\.cli|\.(?:slurm_template_var|max_array_len|skip_checks)\b")
+    assert [str(p.relative_to(REPO)) for p in below_cli if uses.search(p.read_text())] == []

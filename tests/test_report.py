@@ -321,3 +321,28 @@ def test_bench_rows_sit_beside_the_mean_score_of_the_same_label(tmp_path: Path) 
     assert row["label"] == "runC@step5" and row["output_tokens_per_s"] == 123.0 and row["latency_s"] == 0.5
     assert row["mean_score"] == pytest.approx(0.4) and row["energy_per_token_j"] is None  # missing, never 0
     assert "–" in out.read_text().split('id="bench-table"')[1].split("</table>")[0]  # shown as missing
+
+
+@pytest.mark.fast
+def test_a_language_mean_is_over_its_complete_set_as_the_leaderboards_averages(tmp_path: Path) -> None:
+    """REVIEW finding 3 (R3), plain lm-eval result files: model A has arc_de, hellaswag_de and arc_fr; model B
+    lacks hellaswag_de. B's German is left blank (as its group average is), not its one task's 0.6."""
+    d = tmp_path / "lm_eval_out"
+    d.mkdir()
+    scores = {"A": {"arc_de": 0.3, "hellaswag_de": 0.7, "arc_fr": 0.4}, "B": {"arc_de": 0.6, "arc_fr": 0.4}}
+    for model, tasks in scores.items():
+        write_json(d / f"results_{model}.json", {
+            "results": {t: {"alias": t, "acc,none": v, "acc_stderr,none": 0.01} for t, v in tasks.items()},
+            "n-shot": {t: 0 for t in tasks}, "config": {"model_args": f"pretrained=org/{model}"}, "date": 1.75e9})
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("task_groups:\n  eu-mini:\n    n_shots: [0]\n    tasks:\n      - task: arc_de\n"
+                      "      - task: hellaswag_de\n      - task: arc_fr\n")
+    out = tmp_path / "r3.html"
+    cli.main(["collect-results", str(d), "--task_groups_file", str(groups), "--html", str(out), "--format", "none"])
+    [view] = embedded(out)["languages"]
+    assert view["langs"] == ["deu_Latn", "fra_Latn"] and view["models"] == ["org/A", "org/B"]
+    german, french = view["matrix"]
+    assert german == [pytest.approx(0.5), None]  # A: (0.3 + 0.7) / 2; B: incomplete, blank
+    assert french == [pytest.approx(0.4), pytest.approx(0.4)]
+    heat = out.read_text().split('class="heat"')[1].split("</table>")[0]
+    assert re.search(r"<td>deu_Latn</td>\s*<td[^>]*>0\.500</td>\s*<td[^>]*>–</td>", heat), heat

@@ -77,7 +77,10 @@ def test_a_reference_format_file_plans_the_expected_rows(tiny_model, tiny_tasks,
     assert again == rows and dropped == 1 + 4 + 1  # within --tasks, within the group, then across them
 
 
-def test_a_bad_group_is_one_line(tiny_model, tmp_path):
+def test_a_bad_group_is_one_line(tiny_model, tmp_path, monkeypatch):
+    from oellm import suites
+
+    monkeypatch.setattr(suites, "_IMAGES", [])  # no dry run asked before: nothing lets the shipped index answer
     env = {**os.environ, "OELLM_TASK_GROUPS_FILE": str(SHIPPED)}
     r = subprocess.run([sys.executable, "-m", "oellm", "schedule-eval", "--cluster", "local", "--models",
                         str(tiny_model), "--task_groups", "open-llm-leaderbord-v1", "--output_dir", str(tmp_path),

@@ -45,7 +45,10 @@ venvsite:
 
 
 @pytest.fixture
-def clusters(tmp_path):
+def clusters(tmp_path, monkeypatch):
+    for name in ("HF_HOME", "HF_HUB_OFFLINE", "PARTITION", "ACCOUNT", "SLURM_MEM", "GPUS_PER_NODE", "QUEUE_LIMIT",
+                 "EVAL_CONTAINER_IMAGE", "BATCH_SIZE", "MODEL_ARGS", "LM_EVAL_INCLUDE_PATH"):
+        monkeypatch.delenv(name, raising=False)  # the login environment would win over the yaml (test_upstream_env)
     f = tmp_path / "clusters.yaml"
     f.write_text(CLUSTERS_YAML)
     return load_clusters(f)

@@ -75,7 +75,8 @@ def test_collect_writes_oellm_evals_csv_and_plans_the_missing_rows_again(upstrea
                         ("org/tiny", "flores200:eng_Latn-deu_Latn", "0")}  # the group's aggregate, not its subtasks
     assert got[("org/tiny", "flores200:eng_Latn-deu_Latn", "0")] == ("chrf++", 41.5)
     lm_file = json.loads(results[0].read_text())
-    assert got[(str(tiny_model), "tiny_mc_a", "0")] == ("acc", lm_file["results"]["tiny_mc_a"]["acc,none"])
+    # REVIEW Part 2 D4: metric_name is lm-eval's key, as oellm-eval writes it (lighteval's stays bare)
+    assert got[(str(tiny_model), "tiny_mc_a", "0")] == ("acc,none", lm_file["results"]["tiny_mc_a"]["acc,none"])
     missing = tmp_path / "scores_missing.csv"
     assert _rows(missing) == [{"model_path": str(tiny_model), "task_path": "tiny_mc_b", "n_shot": "0",
                                "eval_suite": "lm_eval"}]
@@ -89,8 +90,9 @@ def test_collect_writes_oellm_evals_csv_and_plans_the_missing_rows_again(upstrea
 
 @pytest.mark.fast
 def test_one_metric_per_task_as_oellm_eval_picks_it(tmp_path):
-    """task_metrics decides, else acc before acc_norm before exact_match ...; filter `none` first, then
-    flexible-extract; a group's aggregate stands for its subtasks."""
+    """task_metrics decides, else acc before acc_norm before exact_match ...; a metric's first key as lm-eval
+    wrote it (gsm8k: strict-match); metric_name is that key; a group's aggregate stands for its subtasks;
+    LF line ends (REVIEW Part 2 D4)."""
     run = tmp_path / "evals" / "2026-08-01-10-00-00"
     (run / "results").mkdir(parents=True)
     (run / "jobs.csv").write_text("model_path,task_path,n_shot,eval_suite\norg/m,grp,0,lm_eval\norg/m,gsm,5,lm_eval\n"
@@ -107,7 +109,32 @@ def test_one_metric_per_task_as_oellm_eval_picks_it(tmp_path):
                    "--task_groups_file", str(tmp_path / "groups.yaml"))
     assert r.returncode == 0, r.stderr
     assert {(x["task"], x["n_shot"], x["metric_name"], x["performance"]) for x in _rows(out)} == {
-        ("grp", "0", "acc", "0.5"), ("mc", "0", "acc_norm", "0.7"), ("gsm", "5", "exact_match", "0.2")}
+        ("grp", "0", "acc,none", "0.5"), ("mc", "0", "acc_norm,none", "0.7"), ("gsm", "5", "exact_match,strict-match", "0.1")}
+    assert b"\r" not in out.read_bytes() and b"\r" not in (tmp_path / "out_missing.csv").read_bytes()
     assert _rows(tmp_path / "out_missing.csv") == [] and "3 of 3 scheduled evaluation(s) have a result" in r.stdout
     bad = oellm_eval("collect", "--results_dir", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and bad.stderr.strip() == f"oellm-eval: error: --results_dir: {tmp_path / 'nowhere'} is not a directory"
+
+
+@pytest.mark.fast
+def test_without_a_flag_the_metric_is_the_one_oellm_evals_own_registry_names(tmp_path):
+    """REVIEW Part 2 D4: oellm-eval's collect has no --task_groups_file; it picks sib200_deu_Latn's acc_norm
+    from its own registry (0.35), not acc by the fallback list (0.3)."""
+    import yaml
+
+    upstream = yaml.safe_load((REPO / "tests" / "upstream" / "task-groups.yaml").read_text())["task_metrics"]
+    from oellm.results.oellm_eval_csv import UPSTREAM_METRICS
+
+    shipped = {k: v for k, v in json.loads(UPSTREAM_METRICS.read_text()).items() if not k.startswith("_")}
+    assert shipped == upstream  # the facts ship as oellm-eval's file has them
+    run = tmp_path / "evals" / "2026-08-01-10-00-00"
+    (run / "results").mkdir(parents=True)
+    (run / "jobs.csv").write_text("model_path,task_path,n_shot,eval_suite\norg/m,sib200_deu_Latn,0,lm_eval\n")
+    (run / "results" / "00000000_2026-08-01T10-00-00.000001.json").write_text(json.dumps({
+        "results": {"sib200_deu_Latn": {"acc,none": 0.3, "acc_norm,none": 0.35}}, "n-shot": {"sib200_deu_Latn": 0},
+        "config": {"model": "hf", "model_args": "pretrained=org/m"}, "date": 1.7e9}))
+    out = tmp_path / "out.csv"
+    r = oellm_eval("collect", "--results_dir", str(tmp_path / "evals"), "--output_csv", str(out))
+    assert r.returncode == 0, r.stderr
+    assert [(x["task"], x["metric_name"], x["performance"]) for x in _rows(out)] == [
+        ("sib200_deu_Latn", "acc_norm,none", "0.35")]

@@ -244,3 +244,23 @@ def test_a_worker_started_online_goes_offline_by_itself(hub, tmp_path: Path) -> 
                        capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=600)
     assert w.returncode == 0, w.stderr[-3000:]
     assert hub.count() == 0, f"the worker asked the Hub {hub.count()} time(s)"
+
+
+@pytest.mark.e2e
+def test_a_resubmitted_task_splits_the_rows_left_over_every_booked_gpu(
+        tmp_path: Path, tiny_model: Path, tiny_tasks: Path) -> None:
+    """REVIEW finding 15 (R15): one task of 4 rows whose rows 0 and 2 are done, on 2 GPUs (faked on CPU): each
+    worker evaluates one of the 2 rows left, not one worker both while the other GPU idles."""
+    rows = [EvalRow(str(tiny_model), t, s, limit=4) for t in ("tiny_mc_a", "tiny_mc_b") for s in (0, 1)]
+    run = make_run_dir(tmp_path, rows, include_paths=[tiny_tasks])
+    run.results.mkdir(parents=True, exist_ok=True)
+    for done in (rows[0], rows[2]):
+        run.result_path(done.row_id).write_text(A_RESULT)
+    proc = start_worker(run, CUDA_VISIBLE_DEVICES="0,1")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "4 row(s), 2 already done" in out and "2 workers, one per GPU" in out
+    assert out.count("1 row(s), 0 already done") == 2, out
+    pids = {result(run, r)["oellm"]["model_load"]["pid"] for r in (rows[1], rows[3])}
+    assert len(pids) == 2, "both rows left ran in one worker"
+    assert result(run, rows[0]) == json.loads(A_RESULT)  # done rows are not redone

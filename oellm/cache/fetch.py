@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oellm.cache import nltk_data
+from oellm.cache import chat, nltk_data
 from oellm.cache.imports import failed_imports, oellm_found
 from oellm.cache.paths import dataset_label
 from oellm.container import RESULT
@@ -69,7 +69,8 @@ def fetch_model(item: dict[str, Any]) -> dict[str, Any]:
         weights = []
     elif not weights:
         return {**item, "error": f"{label}: no .safetensors or .bin weights at the top level of the repo"}
-    wanted = sorted(set(weights) | {f for f in files if "/" not in f and any(fnmatch(f, p) for p in SIDE_FILES)})
+    wanted = sorted({*weights, *(f for f in files if fnmatch(f, chat.NAMED)
+                                 or "/" not in f and any(fnmatch(f, p) for p in SIDE_FILES))})
     sweep_stale(repo)
     for attempt in range(1, RETRIES + 1):
         try:
@@ -90,7 +91,6 @@ def sweep_stale(repo: str) -> list[str]:
     """Delete `*.incomplete` temp files of a killed download. huggingface_hub names each one per process
     and deletes it on failure, but a SIGKILLed process (OOM killer, time limit) leaves it on the shared
     file system forever; a live download keeps touching its file, so only old ones go."""
-
     from huggingface_hub import constants
 
     blobs = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "blobs"
@@ -184,10 +184,10 @@ def _loads(item: dict[str, Any], label: str, path: str | Path, config: bool = Tr
     try:
         if config:
             AutoConfig.from_pretrained(path, **trust)
-        AutoTokenizer.from_pretrained(load.get("tokenizer") or path, **trust)
+        tokenizer = AutoTokenizer.from_pretrained(load.get("tokenizer") or path, **trust)
     except Exception as e:
         return {**item, "error": f"{label}: config or tokenizer does not load offline ({type(e).__name__}: {_short(e)})"}
-    return item
+    return chat.checked(item, label, tokenizer)  # the chat templates its rows apply are there
 
 
 def _needs_hub(kind: str, item: dict[str, Any]) -> bool:

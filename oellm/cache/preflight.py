@@ -23,6 +23,7 @@ from pathlib import Path
 
 from oellm import __version__
 from oellm.cache import nltk_data
+from oellm.cache.chat import wanted as chat_wanted
 from oellm.cache.fetch import versions
 from oellm.cache.paths import cache_env, dataset_marker, hub_cache, nltk_dir, write_marker
 from oellm.cache.precache import check_local_model, local_files, run_fetch, wanted
@@ -32,7 +33,7 @@ from oellm.container import RESULT, Binds, plan_binds, preflight_argv
 from oellm.errors import OellmError
 from oellm.offline import OFFLINE_ENV
 from oellm.rows import COMMIT, EvalRow, revision_key
-from oellm.shipping import staged
+from oellm.shipping import pythonpath, staged
 from oellm.suites import SUITES
 from oellm.suites.lm_eval_tasks import MIN_LM_EVAL, cache_dir
 
@@ -78,20 +79,29 @@ def _job(rows: Sequence[EvalRow], cluster: ClusterConfig, includes: Sequence[str
     keys: dict[str, str] = {}
     job: dict = {"mode": "check", "models": [], "datasets": [], "local": [], "paths": []}
     # each model as its rows load it: trust_remote_code=, tokenizer= (one row's args decide; rows of one
-    # model with different such args are rare and each loads the same files)
+    # model with different such args are rare and each loads the same files), with the chat templates its
+    # rows apply (the tokenizer must have them)
     load = {r.ref.name: r.ref.load_args for r in rows if r.ref.load_args}
+    chat = chat_wanted(rows)
+
+    def how(name: str) -> dict:
+        return {**({"load": load[name]} if load.get(name) else {}), **({"chat": chat[name]} if name in chat else {})}
+
+    def key_of(name: str) -> str:  # a proof holds for the same loading args and templates only
+        return (f" {json.dumps(load[name], sort_keys=True)}" if load.get(name) else "") + \
+            (f" chat {json.dumps(chat[name])}" if name in chat else "")
+
     for m in models:
-        if load.get(m["repo"]):
-            m["load"] = load[m["repo"]]
+        m.update(how(m["repo"]))
         m["revision"] = m["revision"] or revisions.get(revision_key(m["repo"], None))
         rev = revisions.get(revision_key(m["repo"], m["revision"]), m["revision"])
         if rev and COMMIT.match(rev):
-            keys[f"model {m['repo']}@{rev}" + (f" {json.dumps(m['load'], sort_keys=True)}" if m.get("load") else "")] = ""
+            keys[f"model {m['repo']}@{rev}" + key_of(m["repo"])] = ""
             m["revision"] = rev
         job["models"].append(m)
     for path in local:
-        keys[f"local {path} {_stat_key(path)}" + (f" {json.dumps(load[path], sort_keys=True)}" if load.get(path) else "")] = ""
-        job["local"].append({"path": path, **({"load": load[path]} if load.get(path) else {})})
+        keys[f"local {path} {_stat_key(path)}" + key_of(path)] = ""
+        job["local"].append({"path": path, **how(path)})
     for ds in datasets:
         files = local_files(ds)
         if files:
@@ -182,7 +192,7 @@ def _invocation(cluster: ClusterConfig, binds: Binds, python: str) -> tuple[str,
         return _hash(ident), lambda job: run_fetch(job, env), ""
     if c is None:  # the venv may have no oellm, or another one: it runs the shipped copy, as its workers do
         code_dir = _staged()
-        env["PYTHONPATH"] = os.pathsep.join([code_dir, *filter(None, [os.environ.get("PYTHONPATH")])])
+        env["PYTHONPATH"] = pythonpath(code_dir)
         ident = [python, os.stat(python).st_mtime_ns, env.get("HF_HOME"), code_dir]
         return _hash(ident), lambda job: run_fetch(job, env, python), code_dir
     runtime = shutil.which(c.runtime)

@@ -9,22 +9,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from oellm.cli.upstream_flags import UpstreamRequest
     from oellm.plan.bench import Bench
-    from oellm.plan.request import Request, Selection
+    from oellm.plan.request import Selection
     from oellm.results.collect import Collect
+    from oellm.results.oellm_eval_csv import UpstreamCollect
     from oellm.rundir import RunDir
     from oellm.runs.resubmit import Resubmit
-    from oellm.upstream.collect import UpstreamCollect
 
 # Where each command's options dataclass lives: imported only for the command that runs, so `oellm --help`
 # does not import the planning and results stacks.
 OPTIONS = {"Request": "oellm.plan.request", "Selection": "oellm.plan.request", "Bench": "oellm.plan.bench",
            "Collect": "oellm.results.collect", "Resubmit": "oellm.runs.resubmit",
-           "UpstreamCollect": "oellm.upstream.collect"}
+           "UpstreamCollect": "oellm.results.oellm_eval_csv", "UpstreamRequest": "oellm.cli.upstream_flags"}
 
 
-def schedule_eval(request: Request) -> None:
+def schedule_eval(flags: UpstreamRequest) -> None:
     """Plan model x task x shot evaluations, write a run dir, and submit SLURM arrays (or run locally)."""
+    request = flags.to_request()  # oellm-eval's spellings end here, at the command line's edge
     if request.follow:  # keep looking for new checkpoints (oellm.follow)
         from oellm.follow.loop import follow
 
@@ -58,7 +60,7 @@ def check_cache(selection: Selection) -> None:
     from oellm.suites import ask_images_of
 
     conf = detect_cluster(load_clusters(selection.clusters_file), selection.cluster)
-    includes = include_paths(selection)
+    includes = include_paths(selection, conf)
     ask_images_of(conf)
     rows, _ = plan_rows(selection, includes)
     proof = prove(rows, conf, includes, remember=False)
@@ -161,7 +163,7 @@ def _row_states(run: RunDir) -> dict[str, tuple[str, str]]:
 def collect(options: UpstreamCollect) -> None:
     """oellm-eval's collect: one CSV row per model, task and shots (model_name,task,n_shot,performance,
     metric_name) from a tree of run dirs; --check writes what is missing as a CSV for --eval_csv_path."""
-    from oellm.upstream.collect import collect as collect_csv
+    from oellm.results.oellm_eval_csv import collect as collect_csv
 
     collect_csv(options)
 

@@ -24,7 +24,7 @@ from oellm.executors import Capacity, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
 from oellm.rundir import RunDir, read_job_refs
-from oellm.shipping import SHIP_DIR
+from oellm.shipping import SHIP_DIR, pythonpath, worker_python
 from oellm.sitevalues import expand_env
 
 POLL_S = 0.5
@@ -52,7 +52,9 @@ class LocalExecutor:
 
     def in_flight(self, output_root: Path, rows: Sequence[EvalRow], dry_run: bool,
                   log: Callable[[str], None]) -> list[EvalRow]:
-        return list(rows)  # a local run holds no queued work once its command has ended
+        # a local run holds no queued work once its command has ended; while it runs, it holds its rows'
+        # claims (`oellm.claims`, taken by schedule()), so another command skips them
+        return list(rows)
 
     def describe(self, plan: Any) -> list[str]:
         return []
@@ -66,7 +68,7 @@ class LocalExecutor:
         envs = slot_envs(self.workers, visible_gpus(), env)
         rows = read_jobs(run.jobs)
         log(f"running {plan.n_tasks} task(s) on this machine with {len(envs)} worker(s)")
-        python = (read_json(run.manifest).get("script") or {}).get("python") or sys.executable  # --venv_path
+        python = worker_python((read_json(run.manifest).get("script") or {}).get("python"))  # --venv_path's
         res = run_tasks(run, range(plan.n_tasks), envs, python, n_rows=len(rows), log=log)
         done = len(run.done_ids() & {r.row_id for r in rows})  # not the merged results of sharded rows
         log(f"finished: {done} of {len(rows)} row(s) done; results in {run.results}")
@@ -162,9 +164,9 @@ def _start(run: RunDir, task: int, env: dict[str, str], python: str) -> subproce
     try:
         # A new session, so a Ctrl-C on the terminal reaches only us; we stop the workers ourselves.
         # the oellm shipped into the run dir first, as on SLURM (a --venv_path venv needs no oellm of its own)
-        path = os.pathsep.join([str(run.path / SHIP_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])
         return subprocess.Popen([python, "-m", "oellm", "worker", "--run_dir", str(run.path), "--index", str(task)],
-                                env={**os.environ, **env, "PYTHONPATH": path}, stdout=out, stderr=err,
+                                env={**os.environ, **env, "PYTHONPATH": pythonpath(run.path / SHIP_DIR)},
+                                stdout=out, stderr=err,
                                 start_new_session=True, cwd=run.path)  # not the user's dir: see WORKER_ENV
     finally:
         out.close()

@@ -16,7 +16,7 @@ from oellm.errors import OellmError, SlurmError
 from oellm.executors import Capacity, NothingStarted, SchedulerView
 from oellm.plan.packing import SubmitPlan
 from oellm.rows import EvalRow
-from oellm.rundir import MANIFEST, RunDir, read_job_refs, read_json, utc_now
+from oellm.rundir import MANIFEST, RunDir, read_job_refs, utc_now
 from oellm.sitevalues import format_minutes
 from oellm.slurm import job_ids, task_elements
 
@@ -61,8 +61,8 @@ class SlurmExecutor:
         arrays = ", ".join(f"--array={c.array} (offset {c.offset})" for c in sub.chunks[:3])
         more = f", ... {len(sub.chunks) - 3} more" if len(sub.chunks) > 3 else ""
         less = sorted({c.minutes for c in sub.chunks if c.minutes is not None})
-        return [f"time:      {format_minutes(plan.minutes)} limit per array task (its fullest)"
-                + (f"; smaller tasks ask {', '.join(map(format_minutes, less))}" if less else ""),
+        return [f"time:      {format_minutes(plan.minutes)} limit per array task ({plan.time_from}"
+                + (f": its fullest; smaller tasks ask {', '.join(map(format_minutes, less))})" if less else ")"),
                 f"arrays:    {len(sub.chunks)} sbatch call(s): {arrays}{more}"
                 + (f"; {sub.held_back} task(s) held back by the queue limit" if sub.held_back else "")]
 
@@ -141,9 +141,9 @@ def rows_in_flight(root: Path, retries: int = 2) -> dict[str, Path]:
     except FileNotFoundError:
         return {}
     for path in map(Path, entries):
-        try:
-            m = read_json(path / MANIFEST)
-        except (OSError, ValueError):
+        try:  # with the submissions log: a submission in progress has its job ids there before run.json
+            m = RunDir(path).read_manifest() if (path / MANIFEST).is_file() else {}
+        except (OSError, ValueError, OellmError):
             continue
         if m.get("executor") == SlurmExecutor.name and m.get("submissions"):
             runs[path] = m

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from oellm.errors import OellmError
 from oellm.follow.state import FollowState, iso
@@ -46,6 +47,8 @@ class Outcome:
     new: list[str] = field(default_factory=list)
     run: str | None = None
     gave_up: list[str] = field(default_factory=list)
+    retry: list[str] = field(default_factory=list)  # scheduling failed: tried again at the next look
+    resubmitted: list[str] = field(default_factory=list)  # runs whose failed rows went in again (follow.retry)
     error: str | None = None
 
 
@@ -56,7 +59,8 @@ def key(ref: ModelRef) -> str:
 def candidates(req: Request, state: FollowState, final: bool) -> list[ModelRef]:
     """The followed models not scheduled nor given up: each --models item's dir listed once (any layout),
     checkpoints below the first look's --last_n_checkpoints floor and off the --checkpoint_stride grid left
-    out. The grid starts at the oldest followed checkpoint, so it stays put as new ones arrive; on the
+    out. The grid starts at the oldest followed checkpoint and each step is placed on it or off it once
+    (`on_grid`), so it stays put as new ones arrive and old ones are deleted (`save_total_limit`); on the
     final look the newest checkpoint of each run is taken whatever the stride."""
     out = []
     first = state.looks == 0
@@ -78,11 +82,28 @@ def candidates(req: Request, state: FollowState, final: bool) -> list[ModelRef]:
                 state.floor[str(run)] = found[-req.last_n_checkpoints].step  # type: ignore[assignment]
             floor = state.floor.get(str(run))
             found = [f for f in found if floor is None or f.step >= floor]  # type: ignore[operator]
-            keep = found[::max(1, req.checkpoint_stride)]
+            keep = on_grid(found, state.grid.setdefault(str(run), {}), max(1, req.checkpoint_stride))
             if final and found and found[-1] not in keep:
                 keep.append(found[-1])
             out += [ModelRef(str(f.path), spec.args, f.step) for f in keep]
     return [r for r in out if key(r) not in state.scheduled and key(r) not in state.given_up]
+
+
+def on_grid(found: list[ck.Found], grid: dict[str, Any], stride: int) -> list[ck.Found]:
+    """The checkpoints of one run on the stride grid: steps newer than the last decided are placed in order
+    (every `stride`-th since the last kept, the first ever kept), older ones keep their decision, so the
+    grid hangs on step numbers, not on positions in today's listing."""
+    keep = set(grid.setdefault("keep", []))
+    for f in found:
+        if grid.get("last") is not None and f.step <= grid["last"]:  # type: ignore[operator]
+            continue
+        since = grid.get("since", 0) + 1
+        if grid.get("last") is None or since >= stride:
+            keep.add(f.step)
+            grid["keep"].append(f.step)
+            since = 0
+        grid["last"], grid["since"] = f.step, since
+    return [f for f in found if f.step in keep]
 
 
 def complete(refs: list[ModelRef], req: Request, state: FollowState, at: float, settle_s: float,
@@ -158,9 +179,12 @@ def look(req: Request, state: FollowState, final: bool, root: Path, schedule: Ca
         if not made:  # nothing started: try these again at the next look, a few times
             for ref in ready:
                 n = state.failures[key(ref)] = state.failures.get(key(ref), 0) + 1
-                if n >= MAX_FAILURES:
+                if n >= MAX_FAILURES:  # state.failures: only those still to be tried again
+                    state.failures.pop(key(ref))
                     state.given_up[key(ref)] = f"scheduling failed {n} times: {e}"
                     out.gave_up.append(key(ref))
+                else:
+                    out.retry.append(key(ref))
             return out
         run = Path(made[-1])  # a run went in (some rows failed, say): its rows are scheduled; resubmit fixes them
     if interrupted.seen:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import time
@@ -21,6 +22,8 @@ from oellm import slurm
 from oellm.clusters import ClusterConfig, parse_time, require_resolved
 from oellm.errors import OellmError
 from oellm.follow.look import Outcome, look
+from oellm.follow.progress import progress, short
+from oellm.follow.retry import retry_failed
 from oellm.follow.state import Follower, FollowState, Until, iso, now, parse_duration, request_data
 from oellm.plan.request import Request, output_root
 from oellm.schedule import cluster_of, schedule
@@ -28,6 +31,7 @@ from oellm.schedule import cluster_of, schedule
 CANCELLED = "cancelled"  # marker file: read before every resubmission
 JOB_MINUTES = 60  # one look: planning, pre-cache, preflight and sbatch calls
 JOB_MEM = "2G"
+MIN_JOB_INTERVAL_S = 60.0  # on SLURM a look is a job (queue wait, planning): not one a second
 SHOWN = 20  # scheduled checkpoints `oellm status FOLLOWER` lists, newest last
 
 
@@ -42,6 +46,10 @@ def follow(req: Request, log: Callable[[str], None] = print) -> Path:
     until = Until.parse(req.follow_until, now())
     cluster = cluster_of(req)
     if cluster.executor == "slurm":
+        floor = min_job_interval()
+        if interval < floor:
+            raise OellmError(f"--follow_interval {req.follow_interval}: on SLURM each look is a job of its own; "
+                             f"give at least {floor:g}s (e.g. 5m)")
         require_resolved(cluster)  # the follower job itself goes to the cluster's partition and account
     root = output_root(req.output_dir, cluster)
     # the looks (in a job on a compute node, whose hostname no cluster pattern matches) use what was resolved here
@@ -61,6 +69,14 @@ def follow(req: Request, log: Callable[[str], None] = print) -> Path:
     if cluster.executor != "slurm":
         foreground(follower, log, state)
     return follower.path
+
+
+def min_job_interval() -> float:
+    """--follow_interval's floor on SLURM; $OELLM_FOLLOW_MIN_INTERVAL_S lowers it (tests on a local cluster)."""
+    try:
+        return float(os.environ.get("OELLM_FOLLOW_MIN_INTERVAL_S", MIN_JOB_INTERVAL_S))
+    except ValueError:
+        return MIN_JOB_INTERVAL_S
 
 
 def foreground(follower: Follower, log: Callable[[str], None], state: FollowState) -> None:
@@ -102,12 +118,16 @@ def step(follower: Follower, log: Callable[[str], None], cluster: ClusterConfig 
             if final and end.job and state.looks == 0:
                 log(f"follow: job {end.job} is not in the queue (ended, or no such job): this look is the last")
             out = look(req, state, final, Path(req.output_dir or "."), schedule, log)
+            out.resubmitted, gave_up = retry_failed(state, log)  # what failed on the nodes, by resubmit's rules
+            out.gave_up += gave_up
         except OellmError as e:
             if state.looks == 0:  # the first look, where the user waits: a bad flag or path is theirs to fix
                 raise
             out = Outcome(error=f"{iso(now())}: {e}")  # a run dir gone for a moment: look again next time
             state.last_error = out.error
-        if final and not (end.job and state.waiting):  # after the training: until its last checkpoint is in
+        # after the training: until its last checkpoint is in, and until what failed to schedule went in or
+        # was given up (MAX_FAILURES looks): the last look's refused submission is retried, never dropped
+        if final and not ((end.job and state.waiting) or state.failures or out.resubmitted):
             state.ended = f"job {end.job} ended and its checkpoints are scheduled" if end.job else \
                 f"reached --follow_until {end.text}"
             state.next_look = state.job_id = None
@@ -123,7 +143,7 @@ def step(follower: Follower, log: Callable[[str], None], cluster: ClusterConfig 
                     state.ended, state.job_id, state.next_look = f"could not submit the next look: {e}", None, None
     log(progress(state, out))
     if state.ended and state.waiting:
-        log("follow: still not complete at the end: " + "; ".join(f"{_short(k)}: {w['why']}"
+        log("follow: still not complete at the end: " + "; ".join(f"{short(k)}: {w['why']}"
                                                                   for k, w in state.waiting.items()))
     return state
 
@@ -143,47 +163,42 @@ def submit_job(follower: Follower, cluster: ClusterConfig, state: FollowState) -
 
 
 def render_job(follower: Follower, cluster: ClusterConfig) -> str:
-    """The follower job: one CPU, a little memory, the cluster's partition, account and qos; offline like
-    the workers (what a look would have to fetch, it names instead)."""
-    from oellm.offline import OFFLINE_ENV
+    """The follower job: one CPU, a little memory, the cluster's partition, account and qos; the workers'
+    preamble (templates/_preamble.j2: offline, the login node's cache variables, PYTHONSAFEPATH, the oellm
+    shipped into the follower's dir first on PYTHONPATH, run from that dir), with this python, which has
+    oellm's own dependencies (a --venv_path venv need not), outside any container."""
+    from oellm.container import fixed_env, inherited_env
     from oellm.render import _environment, sbatch_flags
+    from oellm.shipping import SHIP_DIR
+    from oellm.sitevalues import env_order
 
     minutes = min(JOB_MINUTES, parse_time(cluster.max_time, f"cluster {cluster.name}.max_time"))
     cpu = dataclasses.replace(cluster, gpus_per_task=0, gres=None, cpus_per_task=1, mem=JOB_MEM, max_requeues=0,
-                              sbatch_options={})
+                              sbatch_options={}, container=None)
+    fixed = fixed_env(cpu, inherited_env(cpu, os.environ))
+    code = _ship_with_data(follower.path / SHIP_DIR)
     return _environment().get_template("follow.sbatch.j2").render(
         job_name=f"oellm-{follower.path.name}", sbatch_flags=sbatch_flags(cpu, minutes),
-        log_dir=str(follower.logs), offline=sorted(OFFLINE_ENV.items()), python=sys.executable,
-        follow_dir=str(follower.path))
+        log_dir=str(follower.logs), modules=list(cluster.modules),
+        offline=[(k, v) for k, v in fixed.items() if k not in cluster.env],
+        env=env_order(cluster.env, f"cluster {cluster.name}.env"), python=sys.executable,
+        code_dir=str(code), follow_dir=str(follower.path))
 
 
-def _short(k: str) -> str:
-    path = k.split(",", 1)[0]
-    return "/".join(Path(path).parts[-2:]) if Path(path).parent.name == "hf" else Path(path).name
+def _ship_with_data(dest: Path) -> Path:
+    """The oellm shipped for the follower job with the data files a look reads (clusters.json, templates/):
+    a wheel's package holds them in `oellm/_data/`, a source checkout beside the package, where the copy
+    would not find them."""
+    from oellm.resources import data_path
+    from oellm.shipping import ship
 
-
-def progress(state: FollowState, out: Outcome) -> str:
-    """One line per look: what it scheduled, what waits and why, and what comes next."""
-    parts = [f"follow: look {state.looks} at {time.strftime('%H:%M:%S', time.localtime(state.last_look))}"]
-    if out.new:
-        parts.append(f"scheduled {len(out.new)} new ({', '.join(map(_short, out.new[:4]))}"
-                     f"{', ...' if len(out.new) > 4 else ''})" + (f" in {out.run}" if out.run else ""))
-    else:
-        parts.append("nothing new")
-    if state.waiting:
-        k, w = next(iter(state.waiting.items()))
-        parts.append(f"{len(state.waiting)} not complete yet ({_short(k)}: {w['why']})")
-    if out.error:
-        parts.append(f"error: {out.error}")
-    parts.append(f"{len(state.scheduled)} scheduled in all")
-    if state.given_up:
-        parts.append(f"{len(state.given_up)} given up")
-    if state.ended:
-        parts.append(f"ended: {state.ended}")
-    elif state.next_look:
-        nxt = time.strftime("%H:%M:%S", time.localtime(state.next_look))
-        parts.append(f"next look {nxt}" + (f" (job {state.job_id})" if state.job_id else ""))
-    return "; ".join(parts)
+    ship(dest)
+    for name in ("clusters.json", "templates"):
+        src, out = data_path(name), dest / "oellm" / "_data" / name
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copyfile)(src, out)
+    return dest
 
 
 # ---------------------------------------------------------------- status and cancel
@@ -208,9 +223,9 @@ def describe(follower: Follower, detail: bool = False) -> str:
     done = list(s.scheduled.items())
     if len(done) > SHOWN:
         lines.append(f"    ... {len(done) - SHOWN} checkpoint(s) scheduled earlier (all in {follower.state_file})")
-    lines += [f"    scheduled {_short(k)} (step {v.get('step')}) at {v['at']} -> {v.get('run')}" for k, v in done[-SHOWN:]]
-    lines += [f"    waiting   {_short(k)} since {iso(v['since'])}: {v['why']}" for k, v in s.waiting.items()]
-    lines += [f"    given up  {_short(k)}: {why}" for k, why in s.given_up.items()]
+    lines += [f"    scheduled {short(k)} (step {v.get('step')}) at {v['at']} -> {v.get('run')}" for k, v in done[-SHOWN:]]
+    lines += [f"    waiting   {short(k)} since {iso(v['since'])}: {v['why']}" for k, v in s.waiting.items()]
+    lines += [f"    given up  {short(k)}: {why}" for k, why in s.given_up.items()]
     if s.last_error:
         lines.append(f"    last error: {s.last_error}")
     return "\n".join(lines)

@@ -94,7 +94,12 @@ class FollowState:
     given_up: dict[str, str] = field(default_factory=dict)  # key -> why
     failures: dict[str, int] = field(default_factory=dict)  # key -> looks whose scheduling failed
     floor: dict[str, int] = field(default_factory=dict)  # run -> lowest step followed (--last_n_checkpoints)
+    # run -> the --checkpoint_stride grid as decided so far: {"last": newest step decided, "since": checkpoints
+    # since the last one kept, "keep": steps kept}; decided once per step, so deleted checkpoints never shift it
+    grid: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)  # runs whose rows are all done, or given up
+    resubmits: dict[str, int] = field(default_factory=dict)  # run -> times its failed rows were resubmitted
     last_error: str | None = None
     ended: str | None = None  # why it ended
     cancelled: float | None = None

@@ -3,9 +3,10 @@ row's canonical options by `oellm.options`, the one place that decides what they
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from oellm.rows import EvalRow, ModelRef
+from oellm.rows import DEFAULT_SUITE, EvalRow, ModelRef
 
 TRUSTED = "trust_remote_code=True"
 
@@ -63,3 +64,19 @@ class EvalOptions:
         if not self.trust_remote_code or "trust_remote_code" in row.ref.arg_dict:
             return row
         return replace(row, model_args=",".join(p for p in (row.model_args, TRUSTED) if p))
+
+
+def as_applied(rows: list[EvalRow], includes: Sequence[str]) -> list[EvalRow]:
+    """Rows whose options hold only what lm-eval applies to their task (`oellm.options.without_ignored`):
+    gen_kwargs on a loglikelihood task are dropped, so they neither split an evaluation nor re-run it."""
+    from oellm.options import without_ignored
+
+    tasks = sorted({r.task for r in rows if r.suite == DEFAULT_SUITE and '"gen_kwargs"' in r.options})
+    if not tasks:
+        return rows
+    from oellm.suites.lm_eval import yaml_dirs
+    from oellm.suites.lm_eval_tasks import generating
+
+    gen = generating(tasks, yaml_dirs(includes))
+    return [replace(r, options=without_ignored(r.options, False))
+            if r.task in tasks and r.task not in gen and r.suite == DEFAULT_SUITE else r for r in rows]

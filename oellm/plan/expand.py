@@ -145,7 +145,8 @@ def read_eval_csv(path: Path) -> list[tuple[int, ModelRef, str, int | None, str,
             shots = parse_shots(rec["n_shot"].strip() or DEFAULT_SHOTS, "n_shot")
             if len(tasks) != 1 or len(shots) != 1:
                 raise OellmError("task_path and n_shot must each hold one value")
-            opts = {k: rec[k].strip() for k in ROW_OPTIONS if (rec.get(k) or "").strip()}
+            # kept exactly (only emptiness is tested): a system instruction's closing newline is part of it
+            opts = {k: rec[k] for k in ROW_OPTIONS if (rec.get(k) or "").strip()}
             out.append((line, models[0], tasks[0], shots[0], _suite(rec.get("eval_suite")),
                         _num_shards(rec.get("num_shards")), opts))
         except OellmError as e:
@@ -188,6 +189,8 @@ def rows_from_csv(path: Path, limit: float | None = None, options: Callable[[dic
         for m in expand_model(spec, stride, last_n):
             row = EvalRow(model=m.name, model_args=m.args, task=task, n_shot=n, limit=limit, step=m.step, suite=suite,
                           options=opts)
+            if row.identity in seen and k > 1:
+                continue  # a run's jobs.csv lists each of its shards: the one evaluation, planned once
             if row.identity in seen:
                 raise OellmError(f"{path}: line {line} repeats the evaluation of line {seen[row.identity]} "
                                  f"({spec.name}, {task}, {shot_label(n)}-shot); remove one of them")
@@ -197,17 +200,9 @@ def rows_from_csv(path: Path, limit: float | None = None, options: Callable[[dic
 
 
 def _suite(value: str | None) -> str:
+    from oellm.task_groups import parse_suite
+
     return parse_suite(value, "eval_suite")
-
-
-def parse_suite(value: str | None, what: str = "--suite") -> str:
-    """A suite as users spell it (the reference's `lm-eval-harness` too) -> its name in oellm.suites."""
-    from oellm.task_groups import SUITE_NAMES
-
-    name = (value or "").strip() or DEFAULT_SUITE
-    if name not in SUITE_NAMES:
-        raise OellmError(f"{what} {name!r}: known: {', '.join(SUITE_NAMES)}")
-    return SUITE_NAMES[name]
 
 
 def _num_shards(value: str | None) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oellm.clusters import ClusterConfig, build_cluster, merge_entry
+from oellm.clusters_yaml import FROM_ENV
 from oellm.errors import OellmError
 
 
@@ -31,6 +32,8 @@ class SlurmOverrides:
         mem: Memory per array task, e.g. 64G.
         sbatch_option: More sbatch options as key=value (a bare switch: key=), repeatable:
             --sbatch_option constraint=a100 --sbatch_option exclusive=
+        max_running: At most this many array tasks of the run at once (the `%N` of --array), instead of the
+            cluster's max_running.
     """
 
     partition: str | None = None
@@ -41,11 +44,14 @@ class SlurmOverrides:
     gpu_mode: str | None = None
     mem: str | None = None
     sbatch_option: list[str] | None = None
+    max_running: int | None = None
 
     def cluster_fields(self) -> dict[str, Any]:
         """The overrides as clusters.json fields (time_limit is the run's, not the cluster's)."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in ("partition", "account", "qos", "gpus_per_task", "gpu_mode", "mem")
-                               if getattr(self, k) is not None}
+        if self.max_running is not None and self.max_running < 1:
+            raise OellmError(f"--max_running: must be >= 1, got {self.max_running}")
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("partition", "account", "qos", "gpus_per_task", "gpu_mode", "mem",
+                                                             "max_running") if getattr(self, k) is not None}
         if self.sbatch_option:
             pairs = [o.partition("=") for o in self.sbatch_option]
             bad = [o for o, (_, eq, _) in zip(self.sbatch_option, pairs, strict=True) if not eq]
@@ -56,8 +62,13 @@ class SlurmOverrides:
 
 
 def with_overrides(cluster: ClusterConfig, overrides: SlurmOverrides) -> ClusterConfig:
-    """The cluster with a run's overrides, validated like a clusters file (the message names the flag's field)."""
+    """The cluster with a run's overrides, validated like a clusters file (the message names the flag's field).
+    A flag wins over a value of the login environment (oellm-eval's), which is then no longer named as such."""
     changes = overrides.cluster_fields()
+    flagged = {*changes, *(f for f in ("batch_size", "lm_eval_include_path") if getattr(overrides, f, None))}
+    kept = {k: v for k, v in cluster.from_environment.items() if FROM_ENV.get(k) not in flagged}
+    if kept != cluster.from_environment:
+        cluster = dataclasses.replace(cluster, from_environment=kept)
     if not changes:
         return cluster
     data = {k: v for k, v in dataclasses.asdict(cluster).items() if k != "name"}

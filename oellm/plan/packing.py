@@ -12,11 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from oellm.clusters import ClusterConfig
-from oellm.errors import OellmError
+from oellm.plan.timelimit import ESTIMATE, ESTIMATED, MIN_TIME_MINUTES, TimeLimit, task_rows
+from oellm.plan.timelimit import time_limit as time_limit  # the estimate, decided there
 from oellm.rows import EvalRow
-from oellm.sitevalues import parse_time
-
-MIN_TIME_MINUTES = 10
 
 
 @dataclass(frozen=True)
@@ -58,26 +56,28 @@ class RunPlan:
     submission: SubmitPlan
     skipped: int = 0  # rows done or in flight elsewhere under the output root
     dropped: int = 0  # duplicate rows
+    time_from: str = ESTIMATE  # where `minutes` comes from (oellm.plan.timelimit)
+    notes: tuple[str, ...] = ()  # tasks whose rows do not fit a given limit
 
     @classmethod
     def build(cls, rows: Sequence[EvalRow], cluster: ClusterConfig, evals_per_task: int | None,
               slurm_max_array: int | None, queued_now: int, skipped: int = 0, dropped: int = 0,
-              minutes: int | None = None) -> RunPlan:
-        """`minutes`: a time limit the user set (--time_limit), else one estimated from the packing."""
-        per_task = evals_per_task or default_evals_per_task(cluster)
+              limit: TimeLimit = ESTIMATED) -> RunPlan:
+        """`limit`: the run's time limit (`timelimit.for_request`); rows are packed to fit it."""
+        per_task = limit.evals_per_task(cluster, evals_per_task)
         packed = pack(rows, per_task)
         n_tasks = count_tasks(packed)
-        limits = task_minutes(packed, cluster) if minutes is None else {}
-        most = minutes or max(limits.values(), default=MIN_TIME_MINUTES)
+        limits = limit.per_task(packed, cluster)
+        most = max(limits.values(), default=limit.minutes or MIN_TIME_MINUTES)
         return cls(tuple(packed), per_task, n_tasks, most,
                    plan_submission(range(n_tasks), cluster, slurm_max_array, queued_now, image_keys(packed, cluster),
                                    {t: m for t, m in limits.items() if m < most}),
-                   skipped, dropped)
+                   skipped, dropped, limit.source, tuple(limit.notes(packed, cluster, evals_per_task)))
 
 
 def default_evals_per_task(cluster: ClusterConfig) -> int:
-    """Fill at most half the wall-time limit, leaving room for a slow node or a bad estimate."""
-    return max(1, math.floor(cluster.max_minutes / 2 / cluster.minutes_per_eval))
+    """Without a given time limit: fill at most half of max_time (`TimeLimit.evals_per_task`)."""
+    return ESTIMATED.evals_per_task(cluster, None)
 
 
 def pack(rows: Sequence[EvalRow], evals_per_task: int) -> list[EvalRow]:
@@ -110,40 +110,10 @@ def count_tasks(rows: Sequence[EvalRow]) -> int:
     return 1 + max((r.task_index for r in rows), default=-1)
 
 
-def check_time_limit(value: str, cluster: ClusterConfig) -> int:
-    """A --time_limit in minutes; more than the cluster's max_time would be refused by SLURM after queueing."""
-    minutes = parse_time(value, "--time_limit")
-    if minutes == 0:  # SLURM's "no limit": a job then waits for a partition whose MaxTime allows that
-        raise OellmError(f"--time_limit {value}: SLURM reads 0 as no limit, which cluster {cluster.name}'s "
-                         f"max_time {cluster.max_time} does not allow; give a limit up to it, or leave the flag "
-                         "out to have each array task's limit estimated from its rows")
-    if minutes > cluster.max_minutes:
-        raise OellmError(f"--time_limit {value} exceeds cluster {cluster.name}'s max_time {cluster.max_time}")
-    return minutes
-
-
-def time_limit(cluster: ClusterConfig, evals_in_task: int) -> int:
-    """Minutes for one array task: 1.5x the estimate of the rows its busiest worker takes (one worker per GPU
-    in `workers` mode) plus a model load, within [10 min, max_time]."""
-    per_worker = math.ceil(evals_in_task / cluster.row_workers)
-    est = math.ceil(per_worker * cluster.minutes_per_eval * 1.5) + 5
-    return min(cluster.max_minutes, max(MIN_TIME_MINUTES, est))
-
-
-def task_minutes(rows: Sequence[EvalRow], cluster: ClusterConfig) -> dict[int, int]:
-    """Array task -> its time limit, from its own rows (not the run's: a one-row task asks for one row's time)."""
-    counts: dict[int, int] = {}
-    for r in rows:
-        counts[r.task_index] = counts.get(r.task_index, 0) + 1
-    return {t: time_limit(cluster, n) for t, n in counts.items()}
-
-
 def gpu_hours(rows: Sequence[EvalRow], cluster: ClusterConfig) -> float:
     """GPU-hours booked at `minutes_per_eval`: every task holds its GPUs while its busiest worker runs (all N
     GPUs are booked, in `spread` mode for every row, in `workers` mode for ceil(rows/N) rows)."""
-    counts: dict[int, int] = {}
-    for r in rows:
-        counts[r.task_index] = counts.get(r.task_index, 0) + 1
+    counts = task_rows(rows)
     gpus = max(1, cluster.gpus_per_task)
     return sum(math.ceil(n / cluster.row_workers) for n in counts.values()) * cluster.minutes_per_eval / 60 * gpus
 

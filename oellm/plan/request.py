@@ -7,7 +7,6 @@ keys from their fields and docstrings, so an option is declared once.
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -16,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from oellm.clusters import ClusterConfig, expand
+from oellm.container import venv_python
 from oellm.errors import OellmError
 from oellm.plan import expand as ex
-from oellm.plan.evaloptions import EvalOptions
+from oellm.plan.evaloptions import EvalOptions, as_applied
 from oellm.plan.overrides import SlurmOverrides
 from oellm.rows import EvalRow, ModelRef
-from oellm.upstream.flags import UpstreamFlags
 
 
 @dataclass
@@ -47,7 +46,9 @@ class Selection(EvalOptions):
             --custom-tasks.
         cluster: Cluster name from clusters.json (default: detected from the hostname, or $OELLM_CLUSTER;
             "local" runs on this machine).
-        clusters_file: Your own clusters JSON, merged over the shipped one (default: $OELLM_CLUSTERS_FILE).
+        clusters_file: Your own clusters JSON, merged over the shipped one, or oellm-eval's clusters.yaml
+            (its sites replace the shipped ones; the login environment wins over it) (default:
+            $OELLM_CLUSTERS_FILE).
         checkpoint_stride: Evaluate every Nth checkpoint of a training-run dir (the newest always).
         last_n_checkpoints: Evaluate only the newest N checkpoints of a training-run dir.
         task_groups: Comma-separated task groups or super groups (each task with its own shot counts),
@@ -85,12 +86,14 @@ class Selection(EvalOptions):
 
 
 @dataclass
-class Request(UpstreamFlags, SlurmOverrides, Selection):
+class Request(SlurmOverrides, Selection):
     """A selection of rows plus how to run them: output dir, packing, batch size, what to do.
 
     Args:
-        output_dir: Where run dirs go (default: $EVAL_OUTPUT_DIR/$USER, else the cluster's output_root).
-        evals_per_task: Rows of one model per array task (default: fill half the cluster's max_time).
+        output_dir: Where run dirs go (default: $EVAL_OUTPUT_DIR, as oellm-eval; else, with oellm-eval's
+            --local, ./oellm-output; else the cluster's output_root).
+        evals_per_task: Rows of one model per array task (default: fill half the time limit: a given one, else
+            the cluster's max_time).
         batch_size: lm-eval batch size: a number, "auto", or "auto:N" (re-probe N times) (default: the
             cluster's batch_size, "auto").
         max_batch_size: lm-eval's --max_batch_size: the largest batch "auto" may pick (default 64).
@@ -117,6 +120,8 @@ class Request(UpstreamFlags, SlurmOverrides, Selection):
         follow_until: When --follow ends (exit 0): a duration (2h, 3d), a date-time (2026-12-24T00:00), or
             job:JOBID, once that SLURM job (the training) has ended and its last checkpoint is scheduled.
             Default: until Ctrl-C or `oellm cancel`.
+        venv_path: A virtual environment (with lm-eval and torch) whose Python runs the workers, locally and on
+            SLURM, without a container: for sites that have none (the cluster's container is not used).
     """
 
     output_dir: Path | None = None
@@ -136,15 +141,21 @@ class Request(UpstreamFlags, SlurmOverrides, Selection):
     follow: bool = False
     follow_interval: str = "5m"
     follow_until: str | None = None
+    venv_path: Path | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))  # recorded in run.json; not a flag
+    # how an option was given when not by its own flag ({"time_limit": "--slurm_template_var TIME"}): the
+    # command line's edge (oellm.cli.upstream_flags) translates other spellings; messages name what was typed
+    spelled: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """oellm-eval's flags (UpstreamFlags) become oellm's own options here, once."""
-        for name, value in self.ours(vars(self)).items():
-            setattr(self, name, value)
+        venv_python(self.venv_path)  # checked before anything is planned or written
 
     def cluster_fields(self) -> dict[str, Any]:
-        return {**SlurmOverrides.cluster_fields(self), **UpstreamFlags.cluster_fields(self)}
+        return {**SlurmOverrides.cluster_fields(self), **({"container": None} if self.venv_path else {})}
+
+    def worker_python(self) -> str:
+        """The interpreter the workers run: --venv_path's, else this one."""
+        return venv_python(self.venv_path) or sys.executable
 
     def plan(self, includes: Sequence[str]) -> tuple[list[EvalRow], int]:
         """Rows, each split into --num_shards shards (`auto`: whole rows, the advisor splits them)."""
@@ -170,28 +181,33 @@ class Request(UpstreamFlags, SlurmOverrides, Selection):
         return int(self.num_shards)
 
 
-NOT_FLAGS = frozenset({"command_line"})
+NOT_FLAGS = frozenset({"command_line", "spelled"})
 
 
 def output_root(output_dir: Path | None, cluster: ClusterConfig | None) -> Path:
-    """--output_dir, else $EVAL_OUTPUT_DIR/$USER, else the cluster's default."""
+    """--output_dir, else $EVAL_OUTPUT_DIR (run dirs right under it, as oellm-eval writes them: its
+    clusters.yaml already puts {USER} into it), else the cluster's default."""
     if output_dir:
         return Path(output_dir).expanduser().resolve()
     if os.environ.get("EVAL_OUTPUT_DIR"):
-        return Path(os.environ["EVAL_OUTPUT_DIR"]).expanduser().resolve() / getpass.getuser()
+        return Path(os.environ["EVAL_OUTPUT_DIR"]).expanduser().resolve()
     if cluster is None or not cluster.output_root:
         what = "no cluster" if cluster is None else f"cluster {cluster.name} has no output_root"
         raise OellmError(f"{what}: pass --output_dir or set EVAL_OUTPUT_DIR")
     return Path(expand(cluster.output_root, f"cluster {cluster.name}.output_root")).resolve()
 
 
-def include_paths(sel: Selection) -> list[str]:
-    """The run's task sources, absolute: lm-eval YAML dirs, then the lighteval task file (each suite takes
+def include_paths(sel: Selection, cluster: ClusterConfig | None = None) -> list[str]:
+    """The run's task sources, absolute: lm-eval YAML dirs (--lm_eval_include_path, else a clusters.yaml
+    site's $LM_EVAL_INCLUDE_PATH, as oellm-eval reads it), then the lighteval task file (each suite takes
     its own kind; the container binds them all)."""
-    paths = [Path(p).expanduser().resolve() for p in ex.split_list(sel.lm_eval_include_path)]
+    given, what = sel.lm_eval_include_path, "--lm_eval_include_path"
+    if not given and cluster and cluster.from_environment.get("LM_EVAL_INCLUDE_PATH"):
+        given, what = cluster.from_environment["LM_EVAL_INCLUDE_PATH"], "$LM_EVAL_INCLUDE_PATH"
+    paths = [Path(p).expanduser().resolve() for p in ex.split_list(given)]
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
-        raise OellmError(f"--lm_eval_include_path: no such directory: {', '.join(missing)}")
+        raise OellmError(f"{what}: no such directory: {', '.join(missing)}")
     custom = Path(sel.lighteval_custom_tasks).expanduser().resolve() if sel.lighteval_custom_tasks else None
     if custom and (not custom.is_file() or custom.suffix != ".py"):
         raise OellmError(f"--lighteval_custom_tasks: {custom} is not a Python file")
@@ -225,14 +241,11 @@ def plan_rows(sel: Selection, includes: Sequence[str]) -> tuple[list[EvalRow], i
         dropped += sum(n for _, n in built)  # within a group (a model named twice), then across groups
     if sel.eval_csv_path:
         rows = [sel.trusting_row(r) for r in rows]
-    try:
-        validate_rows(rows, includes, sel.confirm_run_unsafe_code)
-    except OellmError:
-        from oellm.upstream.custom_tasks import explain_missing
+    from oellm.suites.lm_eval_include_only import check_custom
 
-        explain_missing(rows, includes)  # a clearer line when they are oellm-eval's own tasks
-        raise
-    return rows, dropped
+    check_custom(rows, includes)  # oellm-eval's own tasks come from its include dir, never lm-eval's twins
+    validate_rows(rows, includes, sel.confirm_run_unsafe_code)
+    return as_applied(rows, includes), dropped
 
 
 def _task_sets(sel: Selection) -> list[tuple[list[str], list[int | None], str]]:
@@ -244,7 +257,9 @@ def _task_sets(sel: Selection) -> list[tuple[list[str], list[int | None], str]]:
             raise OellmError("--n_shot: give at least one shot count, e.g. --n_shot 0,5 (or default)")
         tasks = ex.parse_tasks(sel.tasks)
         if sel.suite:
-            out.append((tasks, shots, ex.parse_suite(sel.suite)))
+            from oellm.task_groups import parse_suite
+
+            out.append((tasks, shots, parse_suite(sel.suite)))
         else:  # as oellm-eval: a task's suite is the task registry's, else lm-eval's
             from oellm.task_groups import load_task_groups
 

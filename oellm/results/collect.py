@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oellm.errors import OellmError
+from oellm.ledger import Ledger
 from oellm.results import bench, tables
 from oellm.results.gather import Collected, collect, json_files
 from oellm.rows import EvalRow
@@ -129,13 +130,9 @@ def _report(got: Collected) -> None:
 
 
 def missing_rows(got: Collected) -> dict[Path, list[EvalRow]]:
-    """Planned rows (jobs.csv of each run dir) with no valid result among everything collected."""
-    done = got.done
-    out = {}
-    for run in got.runs:
-        if run.jobs.is_file():
-            out[run.path] = [r for r in read_jobs(run.jobs) if r.row_id not in done]
-    return out
+    """Planned rows (jobs.csv of each run dir) with no result among everything collected (`oellm.ledger`)."""
+    ledger = Ledger.of(got.done)
+    return {run.path: ledger.todo(read_jobs(run.jobs)) for run in got.runs if run.jobs.is_file()}
 
 
 def write_missing(path: Path, rows: list[EvalRow]) -> None:

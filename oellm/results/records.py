@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from oellm import identity
 from oellm.rows import DEFAULT_SUITE, EvalRow, ModelRef, checkpoint_step
 from oellm.rundir import RunDir, read_json
 
@@ -69,7 +70,6 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
     if step is None and model:
         step = checkpoint_step(model)
     limit = None if limit is None else float(limit)
-    options = row.get("options") if row else _cli_options(result)
     date = prov.get("ended") or _iso(result.get("date"))
     lm_version = prov.get("lm_eval_version") or result.get("lm_eval_version")
     bench = result.get("bench") or {}
@@ -82,6 +82,7 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
     groups = set(result.get("groups") or ()) | set(subtasks)
     parent = {t: g for g, subs in subtasks.items() for t in subs}
     out = []
+    found: dict[str, tuple[str, str]] = {}  # evaluated task -> (options, row id) of a file without provenance
     for task, metrics in (result.get("results") or {}).items():
         if not isinstance(metrics, dict):
             continue
@@ -90,7 +91,14 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
         evaluated = row.get("task") or task  # the task or group the evaluation ran: a group's subtasks differ
         while not row and evaluated in parent:
             evaluated = parent[evaluated]
-        row_id = row.get("row_id") or _row_id(model, args, evaluated, shots.get(evaluated, n_shot), limit, suite)
+        if row:
+            options, row_id = row.get("options") or "", row.get("row_id")
+        else:  # a file another tool wrote: its identity read as oellm's (oellm.identity), per evaluated task
+            if evaluated not in found:
+                opts = identity.cli_options(result, evaluated) if suite == DEFAULT_SUITE else ""
+                found[evaluated] = (opts, identity.row_id(model, args, evaluated, identity.shots_as_run(result, evaluated),
+                                                          limit, suite, opts))
+            options, row_id = found[evaluated]
         kind = "group" if task in groups else "task"
         for key, value in metrics.items():
             name, sep, filt = key.partition(",")
@@ -101,27 +109,6 @@ def records(result: dict[str, Any], source: str, run: str, cluster: str | None) 
             out.append((model, args, step, task, kind, evaluated, n_shot, limit, options or "", name, filt, float(value),
                         err, row_id) + tail)
     return out
-
-
-def _cli_options(result: dict[str, Any]) -> str:
-    """The options of a plain `lm_eval` results file, from the top-level fields its CLI writes: a chat
-    evaluation is another evaluation than a plain one, whichever tool ran it."""
-    from oellm.errors import OellmError
-    from oellm.options import row_options
-
-    if not result.get("chat_template") and not result.get("system_instruction"):
-        return ""
-    try:
-        return row_options(apply_chat_template=bool(result.get("chat_template")) or None,
-                           fewshot_as_multiturn=result.get("fewshot_as_multiturn") if result.get("chat_template") else None,
-                           system_instruction=result.get("system_instruction"))
-    except OellmError:
-        return ""
-
-
-def _row_id(model: str, args: str, task: str, n_shot: int | None, limit: float | None, suite: str) -> str:
-    return EvalRow(model=model, model_args=args, task=task, n_shot=-1 if n_shot is None else n_shot,
-                   limit=limit, suite=suite).row_id
 
 
 def _iso(epoch: Any) -> str | None:

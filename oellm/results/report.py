@@ -89,7 +89,7 @@ def page_data(got: Collected, board: Board | None, missing: dict[Path, list[Eval
 
 
 def _languages(task: str, groups: dict[str, list[Any]]) -> list[str]:
-    from oellm.upstream.languages import task_languages
+    from oellm.languages import task_languages
 
     for tasks in groups.values():
         for t in tasks:
@@ -128,9 +128,10 @@ def cell_data(board: Board) -> tuple[list[dict[str, Any]], dict[str, Any], list[
     row_of = {label: i for i, label in enumerate(labels)}
     col_of = {c: i for i, c in enumerate(board.table.columns)}
     first = cells.drop_duplicates("label").set_index("label").reindex(labels)
-    rows = [{"label": lab, "base": b, "step": _num(s), "model": m, "args": a or "", "limit": _num(lim)}
-            for lab, b, s, m, a, lim in zip(labels, first["base"], first["step"], first["model"], first["model_args"],
-                                            first["limit"], strict=True)]
+    rows = [{"label": lab, "base": b, "step": _num(s), "model": m, "args": a or "", "limit": _num(lim),
+             "options": o if isinstance(o, str) else ""}
+            for lab, b, s, m, a, lim, o in zip(labels, first["base"], first["step"], first["model"], first["model_args"],
+                                               first["limit"], first["options"], strict=True)]
     sources = [str(x) for x in cells["source"].tolist()]
     file_codes, file_firsts = _factorize(sources)
     split = [sources[i].rpartition("/") for i in file_firsts]
@@ -184,7 +185,7 @@ def missing_list(missing: dict[Path, list[EvalRow]], states: dict[Path, dict[str
             state, reason = known.get(r.row_id, ("missing", "no result file"))
             items.append({"row_id": r.row_id, "model": r.model, "args": r.model_args, "task": r.task,
                           "n_shot": r.n_shot, "limit": r.limit, "suite": r.suite, "step": r.step,
-                          "state": state, "reason": reason})
+                          "options": r.options, "state": state, "reason": reason})
         limits = sorted({r.limit for r in rows}, key=lambda x: -1 if x is None else x)
         replan = [f"oellm collect-results {run} --check"] + [
             f"oellm schedule-eval --eval_csv_path {run}/"
@@ -198,7 +199,8 @@ def missing_list(missing: dict[Path, list[EvalRow]], states: dict[Path, dict[str
 def missing_cells(board: Board, missing: list[dict], rows: list[dict], columns: list[dict]) -> dict[str, list]:
     """Cells of the table that a planned row would fill, with its state: columnar (row, column, state,
     reason). A planned row of a model with no result at all has no table row; the missing list shows it."""
-    by_key = {(r["model"], r["args"], r["limit"], r["step"]): i for i, r in enumerate(rows)}
+    # a table row is one evaluation setting: plain and chat rows of one model are two rows
+    by_key = {(r["model"], r["args"], r["limit"], r["step"], r.get("options") or ""): i for i, r in enumerate(rows)}
     cols: dict[tuple[str, str], list[tuple[int, int | None]]] = {}
     for j, c in enumerate(columns):
         if not c["avg"]:
@@ -210,7 +212,8 @@ def missing_cells(board: Board, missing: list[dict], rows: list[dict], columns: 
     labels = [r["label"] for r in rows]
     for m in missing:
         for item in m["rows"]:
-            i = by_key.get((item["model"], item["args"], _num(item["limit"]), _num(item["step"])))
+            i = by_key.get((item["model"], item["args"], _num(item["limit"]), _num(item["step"]),
+                            item.get("options") or ""))
             if i is None:
                 continue
             for j, shots in cols.get((item["task"], item["suite"] or DEFAULT_SUITE), []):
@@ -225,7 +228,9 @@ def missing_cells(board: Board, missing: list[dict], rows: list[dict], columns: 
 
 def language_views(board: Board, columns: list[dict]) -> list[dict[str, Any]]:
     """Per task group whose columns span two or more languages: language x model means (each model's
-    last checkpoint), for the heatmap and each model's profile over languages."""
+    last checkpoint), for the heatmap and each model's profile over languages. A mean is over the
+    language's complete set, as the leaderboard's averages are: a model lacking one of its tasks gets none
+    (a blank), not the mean of the tasks it has."""
     t = board.table
     last = board.cells.assign(_s=board.cells["step"].astype("float64").fillna(-1)).sort_values("_s")
     lasts = set(last.drop_duplicates("base", keep="last")["label"])
@@ -241,7 +246,7 @@ def language_views(board: Board, columns: list[dict]) -> list[dict[str, Any]]:
         if len(by_lang) < 2:
             continue
         langs = sorted(by_lang)
-        matrix = [[_num(t.loc[lab, by_lang[lang]].mean(), 4) for lab in labels] for lang in langs]
+        matrix = [[_num(t.loc[lab, by_lang[lang]].mean(skipna=False), 4) for lab in labels] for lang in langs]
         views.append({"group": g, "langs": langs, "models": labels, "matrix": matrix})
     return views
 

@@ -81,9 +81,24 @@ def with_labels(df: Any) -> Any:
                 + ("" if limit is None or limit != limit else f" limit={limit:g}") + (f" ({tag})" if tag else ""))
 
     cols = (first["model"], first["step"], first["model_args"], limits, options)
+    # base groups a training run's checkpoints (several model paths); the label names one evaluation
     base = np.array([text(m, None, a, lim, o) for m, _, a, lim, o in zip(*cols, strict=True)], dtype=object)
-    label = np.array([text(*c) for c in zip(*cols, strict=True)], dtype=object)
+    label = np.array(_unique([text(*c) for c in zip(*cols, strict=True)], list(zip(*cols, strict=True))), dtype=object)
     return df.assign(base=base[codes], label=label[codes])
+
+
+def _unique(texts: list[str], keys: list[tuple]) -> list[str]:
+    """No label names two evaluations: texts shared by different keys get a short hash of their key."""
+    import hashlib
+
+    import pandas as pd
+
+    keys = [repr(tuple(None if not isinstance(v, str) and pd.isna(v) else v for v in k)) for k in keys]
+    owners: dict[str, set[str]] = {}
+    for t, k in zip(texts, keys, strict=True):
+        owners.setdefault(t, set()).add(k)
+    return [t if len(owners[t]) == 1 else f"{t} #{hashlib.sha1(k.encode()).hexdigest()[:6]}"
+            for t, k in zip(texts, keys, strict=True)]
 
 
 # ---------------------------------------------------------------- metric per task

@@ -19,12 +19,14 @@ from oellm.clusters import ClusterConfig
 from oellm.errors import OellmError
 from oellm.executors import for_run
 from oellm.plan.overrides import SlurmOverrides, with_overrides
-from oellm.plan.packing import check_time_limit, has_suite_images, image_keys, plan_submission
+from oellm.plan.packing import has_suite_images, image_keys, plan_submission
+from oellm.plan.timelimit import for_resubmit
 from oellm.render import render_for_path, rendered_for
 from oellm.rundir import RunDir, atomic_open, read_jobs
 from oellm.runs import states as st
+from oellm.runs.report import last_minutes, last_option
 from oellm.runs.view import is_dry_run, view
-from oellm.sitevalues import format_minutes, gres_for, parse_time
+from oellm.sitevalues import TIME_KEYS, format_minutes, gres_for
 from oellm.slurm import task_elements
 
 
@@ -68,7 +70,7 @@ def _resubmit(run: RunDir, opts: Resubmit) -> None:
         raise OellmError(f"{run.path} is a dry run: nothing was pre-cached or proven for it; run its schedule-eval "
                          "command again without --dry_run (run.json command_line) to submit it through those checks")
     cluster = with_overrides(executor.cluster, opts)  # validates the overrides like a clusters file
-    fixed = None if opts.time_limit is None else check_time_limit(opts.time_limit, cluster)
+    fixed = for_resubmit(opts, cluster).minutes  # None: each task keeps its limit, twice that after a timeout
     gpus_per_task, infra_only = opts.gpus_per_task, opts.infra_only
     if gpus_per_task is not None and gpus_per_task < 1:
         raise OellmError(f"--gpus_per_task: must be >= 1, got {gpus_per_task}")
@@ -140,29 +142,15 @@ def _follow_the_dir(run: RunDir, manifest: dict[str, Any], cluster: ClusterConfi
 
 def _override_flags(opts: SlurmOverrides) -> list[str]:
     """sbatch flags for --partition, --account, --qos, --mem and --sbatch_option: on sbatch's command line
-    they win over the script's #SBATCH lines, and each submission's record keeps them."""
+    they win over the script's #SBATCH lines, and each submission's record keeps them. A time is not among
+    them: it is the limit `for_resubmit` decides, and `_groups` gives it."""
     fields = opts.cluster_fields()
     flags = [f"--{k}={fields[k]}" for k in ("partition", "account", "qos", "mem") if k in fields]
     for key, value in (fields.get("sbatch_options") or {}).items():
+        if key.replace("_", "-") in TIME_KEYS:
+            continue
         flags.append(f"--{key.replace('_', '-')}" + (f"={value}" if value != "" else ""))
     return flags
-
-
-def last_minutes(manifest: dict[str, Any]) -> dict[int, int]:
-    """Array task -> the time limit (minutes) of its latest submission: a resubmit's --time= or the run's."""
-    own = ((manifest.get("cluster_config") or {}).get("sbatch_options") or {}).get("time")  # wins in the script
-    base = own or manifest.get("time_limit") or "00:10:00"
-    return {t: parse_time(v or base, "run.json time limit") for t, v in _last_option(manifest, "--time=").items()}
-
-
-def _last_option(manifest: dict[str, Any], prefix: str) -> dict[int, str | None]:
-    """Array task -> the value of sbatch flag `prefix` in its latest submission (None: the script's own)."""
-    out: dict[int, str | None] = {}
-    for s in manifest.get("submissions") or []:
-        values = [o[len(prefix):] for o in s.get("options") or [] if o.startswith(prefix)]
-        for i in range(int(s["offset"]), int(s["offset"]) + int(s["size"])):
-            out[i] = values[-1] if values else None
-    return out
 
 
 def double_mem(value: str | None) -> str | None:
@@ -176,7 +164,7 @@ def _groups(states: list[st.RowState], todo: list[int], manifest: dict[str, Any]
     """sbatch options -> the tasks that need them, in task order."""
     timed_out = {s.row.task_index for s in states if s.state == "timeout"}
     out_of_host_memory = {s.row.task_index for s in states if st.host_oom(s)}
-    last, last_mem, own = last_minutes(manifest), _last_option(manifest, "--mem="), _last_option(manifest, "--time=")
+    last, last_mem, own = last_minutes(manifest), last_option(manifest, "--mem="), last_option(manifest, "--time=")
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     capped, stuck = [], []
     for t in todo:

@@ -27,6 +27,7 @@ from oellm.errors import OellmError
 from oellm.formats import from_lighteval
 from oellm.rows import EvalRow, ModelRef
 from oellm.rundir import utc_now
+from oellm.suites import lighteval_index
 from oellm.suites import lighteval_tasks as registry
 from oellm.suites.base import RowFailure, on_disk
 
@@ -41,30 +42,34 @@ MODEL_FIELDS = ("dtype", "trust_remote_code", "max_length", "model_parallel", "a
 class LightevalSuite:
     name = "lighteval"
 
-    def __init__(self) -> None:
+    def __init__(self, indexed: bool = False) -> None:
         self._loads = 0
         self._cache: str | None = None
+        self._indexed = indexed  # plan from the shipped index (a login node without lighteval)
 
     def validate(self, names: Sequence[str], sources: Sequence[str]) -> None:
-        configs = registry.task_configs(sources, names)
-        unknown = [n for n in names if not registry.expand(n, configs)]
+        tasks = self._tasks(sources, names)
+        unknown = [n for n in names if not tasks.expand(n)]
         if unknown:
-            hints = [f"{n} (did you mean {', '.join(c)}?)" if (c := difflib.get_close_matches(n, configs, 3)) else n
-                     for n in unknown]
+            hints = [f"{n} (did you mean {', '.join(c)}?)" if (c := difflib.get_close_matches(n, tasks.names, 3))
+                     else n for n in unknown]
             raise OellmError(f"unknown lighteval task(s): {'; '.join(hints)}; spell them as lighteval does (e.g. "
-                             "arc:challenge), or pass your task file with --lighteval_custom_tasks"
-                             + registry.unknown_hint())
+                             "arc:challenge), or pass your task file with --lighteval_custom_tasks" + tasks.hint())
 
     def datasets(self, names: Sequence[str], sources: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """What lighteval's `download_dataset_worker` loads: load_dataset(hf_repo, hf_subset, revision)."""
-        configs = registry.task_configs(sources, names)
-        return {leaf: {"dataset_path": configs[leaf].hf_repo, "dataset_name": configs[leaf].hf_subset,
-                       "dataset_kwargs": {"revision": configs[leaf].hf_revision} if configs[leaf].hf_revision else {}}
-                for n in names for leaf in registry.expand(n, configs)}
+        tasks = self._tasks(sources, names)
+        return {leaf: tasks.facts(leaf).dataset() for leaf in tasks.leaves(names)}
 
     def nltk_resources(self, names: Sequence[str], sources: Sequence[str]) -> dict[str, list[str]]:
         """NLTK data the tasks' metrics download (oellm.cache.nltk_data pre-caches it for offline nodes)."""
-        return registry.nltk_resources(names, sources)
+        return registry.nltk_resources(self._tasks(sources, names), names)
+
+    def _tasks(self, sources: Sequence[str], names: Sequence[str]) -> registry.Table:
+        """lighteval's registry, or where it is not installed (planning only) oellm's shipped index of it."""
+        if self._indexed:
+            return lighteval_index.table(sources)
+        return registry.table(sources, names)
 
     def load(self, ref: ModelRef, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         import torch
@@ -129,6 +134,12 @@ class LightevalSuite:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def planning_only() -> LightevalSuite:
+    """The suite as a login node without lighteval plans it: task names, datasets and NLTK data from oellm's
+    shipped index of the pinned lighteval (`oellm.suites.lighteval_index`); it cannot load or evaluate."""
+    return LightevalSuite(indexed=True)
 
 
 def _samples(limit: float | None) -> int | None:

@@ -9,6 +9,10 @@ installed (stanza, spacy, jieba, pyvi: ~600 MB with spacy's ja/ko/th extras), an
 (`langcodes[data]`). flores200 and belebele need none of them (langcodes, sacrebleu and nltk are lighteval's
 own dependencies). So the multilingual modules are imported one by one here, and a module that needs the
 extra is left out with its reason, named when a requested task is not found.
+
+Planning reads a `Table`: the names a lighteval knows and, per task, what planning needs of it (`TaskFacts`),
+taken here from lighteval itself or, on a login node without it, from oellm's shipped index
+(`oellm.suites.lighteval_index`, built by `facts_of` below from the pinned lighteval).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import os
 import pkgutil
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from oellm.errors import OellmError
@@ -31,6 +37,7 @@ INSTALL = "pip install 'oellm[lighteval]' (its own venv: it needs transformers<5
 # lighteval metrics whose code calls nltk.download at compute time (BLEU: word_tokenize); the nodes are offline
 NLTK_BY_METRIC = {"bleu": "punkt_tab", "bleu_1": "punkt_tab", "bleu_4": "punkt_tab"}
 MULTILINGUAL = "lighteval.tasks.multilingual.tasks"
+TINY = "lighteval.tasks.tasks.tiny_benchmarks"  # downloads tinyBenchmarks.pkl into the package at import
 
 
 def custom_tasks(sources: Sequence[str]) -> str | None:
@@ -48,7 +55,6 @@ def offline_import() -> Any:
     (its data must be in NLTK_DATA: `nltk_resources` names it for the pre-cache)."""
     from importlib.util import find_spec
 
-    name = "lighteval.tasks.tasks.tiny_benchmarks"
     try:
         spec = find_spec("lighteval")
     except ImportError:
@@ -56,8 +62,8 @@ def offline_import() -> Any:
     if spec is None or spec.origin is None:
         raise OellmError(f"lighteval rows need lighteval, which is not installed for {sys.executable}: {INSTALL}")
     pkl = os.path.join(os.path.dirname(spec.origin), "tasks", "tasks", "tinyBenchmarks.pkl")
-    if name not in sys.modules and not os.path.exists(pkl):
-        sys.modules[name] = types.ModuleType(name, "left out: tinyBenchmarks.pkl is not in the installed lighteval")
+    if TINY not in sys.modules and not os.path.exists(pkl):
+        sys.modules[TINY] = types.ModuleType(TINY, "left out: tinyBenchmarks.pkl is not in the installed lighteval")
     if offline_requested(os.environ):
         import nltk
 
@@ -71,9 +77,66 @@ _CONFIGS: dict[str | None, dict[str, Any]] = {}
 _MULTILINGUAL: list[tuple[dict[str, Any], dict[str, str]]] = []  # (configs, module -> why left out), once
 
 
-def expand(name: str, configs: dict[str, Any]) -> list[str]:
+def expand(name: str, configs: Collection[str]) -> list[str]:
     """A task, or a superset such as `mmlu` (all `mmlu:*`), as lighteval expands it."""
     return [name] if name in configs else sorted(k for k in configs if k.split(":")[0] == name and ":" in k)
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What planning needs of one lighteval task: the dataset lighteval's `download_dataset_worker` loads,
+    the NLTK data its metrics download, and for a multilingual task whose module needs the
+    `lighteval[multilingual]` extra, that module (the image must have the extra to run it)."""
+
+    hf_repo: str
+    hf_subset: str | None
+    hf_revision: str | None = None
+    nltk: tuple[str, ...] = ()
+    extra: str | None = None
+
+    def dataset(self) -> dict[str, Any]:
+        """As the pre-cache asks for it (`Suite.datasets`)."""
+        return {"dataset_path": self.hf_repo, "dataset_name": self.hf_subset,
+                "dataset_kwargs": {"revision": self.hf_revision} if self.hf_revision else {}}
+
+
+def facts_of(config: Any, extra: str | None = None) -> TaskFacts:
+    """A LightevalTaskConfig's planning facts: the one place they are read, for the live registry and
+    for the shipped index alike."""
+    metrics = [m for metric in config.metrics
+               for m in (metric.metric_name if isinstance(metric.metric_name, list) else [metric.metric_name])]
+    return TaskFacts(config.hf_repo, config.hf_subset, config.hf_revision or None,
+                     tuple(sorted({NLTK_BY_METRIC[m] for m in metrics if m in NLTK_BY_METRIC})), extra)
+
+
+@dataclass
+class Table:
+    """The task names a lighteval knows (`names`: a dict's keys will do) and each task's facts."""
+
+    names: Collection[str]
+    facts: Callable[[str], TaskFacts]
+    hint: Callable[[], str] = field(default=lambda: "")  # what an unknown name may be, asked on an error
+
+    @cached_property
+    def _supersets(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k in self.names:
+            if ":" in k:
+                out.setdefault(k.split(":")[0], []).append(k)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def expand(self, name: str) -> list[str]:
+        """As `expand`, in one pass over the names however many are asked (~51k with the multilingual ones)."""
+        return [name] if name in self.names else self._supersets.get(name, [])
+
+    def leaves(self, names: Iterable[str]) -> list[str]:
+        return sorted({leaf for n in names for leaf in self.expand(n)})
+
+
+def table(sources: Sequence[str], names: Iterable[str] = ()) -> Table:
+    """lighteval's own registry (with the run's custom file) as a Table."""
+    configs = task_configs(sources, names)
+    return Table(configs, lambda leaf: facts_of(configs[leaf]), unknown_hint)
 
 
 def task_configs(sources: Sequence[str], names: Iterable[str] = ()) -> dict[str, Any]:
@@ -93,19 +156,58 @@ def multilingual() -> tuple[dict[str, Any], dict[str, str]]:
     """lighteval's multilingual task configs, module by module, and the modules left out with why."""
     if not _MULTILINGUAL:
         offline_import()
-        package = importlib.import_module(MULTILINGUAL)
         configs: dict[str, Any] = {}
         left_out: dict[str, str] = {}
-        for info in pkgutil.iter_modules(package.__path__):
-            try:  # langcodes prints its own install hint to stdout (the probe's answer channel)
-                with contextlib.redirect_stdout(io.StringIO()):
-                    module = importlib.import_module(f"{MULTILINGUAL}.{info.name}")
+        for name in _multilingual_modules():
+            try:
+                module = _import_multilingual(name)
             except ImportError as e:  # lighteval's gate for its [multilingual] extra, or langcodes[data]
-                left_out[info.name] = " ".join(str(e).split())
+                left_out[name] = " ".join(str(e).split())
                 continue
             configs.update({c.name: c for c in getattr(module, "TASKS_TABLE", [])})
         _MULTILINGUAL.append((configs, left_out))
     return _MULTILINGUAL[0]
+
+
+def _multilingual_modules() -> list[str]:
+    return sorted(info.name for info in pkgutil.iter_modules(importlib.import_module(MULTILINGUAL).__path__))
+
+
+def _import_multilingual(name: str) -> types.ModuleType:
+    with contextlib.redirect_stdout(io.StringIO()):  # langcodes prints its own install hint to stdout
+        return importlib.import_module(f"{MULTILINGUAL}.{name}")
+
+
+def every_task() -> tuple[dict[str, TaskFacts], dict[str, str]]:
+    """Every task of the lighteval installed here, for oellm's shipped index (run in a fresh process), and
+    the multilingual modules left out with why. The modules behind the `lighteval[multilingual]` extra are
+    listed too: lighteval's gate (`raise_if_package_not_available`) guards building a normaliser, not
+    listing tasks, so it only records here that a module asked for the extra, installed or not. A module
+    that needs more to name its tasks (`langcodes[data]`: m3exams, xnli2) is left out, and so are the
+    tinyBenchmarks tasks, whether or not this install has their pickle (images mostly do not)."""
+    sys.modules.setdefault(TINY, types.ModuleType(TINY, "left out of oellm's index"))
+    offline_import()
+    from lighteval.utils import imports as gate
+
+    out: dict[str, TaskFacts] = {}
+    left_out: dict[str, str] = {}
+    check, asked = gate.raise_if_package_not_available, []
+    gate.raise_if_package_not_available = lambda *a, **k: asked.append(a)
+    try:
+        for name in _multilingual_modules():
+            asked.clear()
+            try:
+                module = _import_multilingual(name)
+            except ImportError as e:
+                left_out[name] = f"needs {e.name}" if isinstance(e, ModuleNotFoundError) and e.name else \
+                    " ".join(str(e).split())
+                continue
+            extra = name if asked else None
+            out.update({c.name: facts_of(c, extra) for c in getattr(module, "TASKS_TABLE", [])})
+    finally:
+        gate.raise_if_package_not_available = check
+    out.update({n: facts_of(c) for n, c in task_configs([]).items()})  # a base task wins, as in task_configs
+    return out, {**left_out, "tiny_benchmarks": "its tasks need tinyBenchmarks.pkl in the image"}
 
 
 def unknown_hint() -> str:
@@ -130,13 +232,10 @@ def pipeline_tasks(task: str, sources: Sequence[str]) -> str | types.ModuleType 
     return module
 
 
-def nltk_resources(names: Sequence[str], sources: Sequence[str]) -> dict[str, list[str]]:
+def nltk_resources(tasks: Table, names: Sequence[str]) -> dict[str, list[str]]:
     """NLTK resource -> the leaf tasks whose metrics download it (flores200's bleu_1/bleu_4: punkt_tab)."""
-    configs = task_configs(sources, names)
     out: dict[str, list[str]] = {}
-    for leaf in sorted({leaf for n in names for leaf in expand(n, configs)}):
-        metrics = [m for metric in configs[leaf].metrics
-                   for m in (metric.metric_name if isinstance(metric.metric_name, list) else [metric.metric_name])]
-        for resource in sorted({NLTK_BY_METRIC[m] for m in metrics if m in NLTK_BY_METRIC}):
+    for leaf in tasks.leaves(names):
+        for resource in tasks.facts(leaf).nltk:
             out.setdefault(resource, []).append(leaf)
     return out

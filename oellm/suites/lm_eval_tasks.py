@@ -101,7 +101,7 @@ def _plan_facts(kind: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
         own = int(cfg.get("num_fewshot") or 0)
     except (TypeError, ValueError):
         own = 0
-    return {"unsafe": bool(cfg.get("unsafe_code")),
+    return {"unsafe": bool(cfg.get("unsafe_code")), "generates": cfg.get("output_type") == "generate_until",
             "fewshot": [str(split), own] if split and not fixed else None, "dataset": dataset_of(cfg)}
 
 
@@ -114,7 +114,7 @@ def dataset_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
                                   "dataset_kwargs": cfg.get("dataset_kwargs") or {}}, default=str))
 
 
-INDEX_FORMAT = 3  # bumped when an entry gains fields: an older cached index is rebuilt, not half-read
+INDEX_FORMAT = 4  # bumped when an entry gains fields: an older cached index is rebuilt, not half-read
 
 
 def _stock_index() -> dict[str, dict[str, Any]]:
@@ -228,6 +228,19 @@ def resolve(names: list[str], include_paths: list[str]) -> tuple[dict[str, dict[
         index = {**_stock_index(), **index}
         seen, _ = _closure(names, index)
     return index, seen, user
+
+
+def generating(names: list[str], include_paths: list[str]) -> set[str]:
+    """The names among `names` for which lm-eval generates text (a task of output_type generate_until, or a
+    group or tag holding one): only there do gen_kwargs apply. A name the index cannot see through (an inline
+    group member, a YAML file) counts as generating, so its gen_kwargs are kept."""
+    index, _, _ = resolve(names, include_paths)
+    out = set()
+    for name in dict.fromkeys(names):
+        seen, absent = _closure([name], index)
+        if absent or any(index[n].get("type") == "task" and index[n].get("generates", True) for n in seen):
+            out.add(name)
+    return out
 
 
 def validate_tasks(names: list[str], include_paths: list[str]) -> None:

@@ -1,7 +1,9 @@
-"""A suite whose framework lives only in its own image (lighteval needs transformers<5; the login node
-needs no torch at all): its plan-time answers, which task names exist and which datasets they load, come
-from the image, through the same runtime, flags and environment as its workers; on a site without
-containers, from the workers' own python (a --venv_path venv, oellm-eval's UFAL shape).
+"""A suite whose framework lives only in the image its rows run in (lighteval needs transformers<5; the
+login node needs no torch at all): its plan-time answers, which task names exist and which datasets they
+load, come from that image (its own, or the site's one image: `ClusterConfig.for_suite`), through the same
+runtime, flags and environment as its workers; on a site without containers, from the workers' own python
+(a --venv_path venv, oellm-eval's UFAL shape). Where neither can be asked, `oellm.suites.get_suite` may
+answer from a shipped index instead (lighteval: `oellm.suites.lighteval_index`).
 
 `python -m oellm.suites.probe` is the answering side, run inside the image: a question as JSON on stdin,
 the answer as the last stdout line `RESULT <json>`, so no file needs a bind.
@@ -19,7 +21,7 @@ from oellm.clusters import ClusterConfig
 from oellm.container import RESULT, plan_binds, preflight_argv
 from oellm.errors import OellmError
 from oellm.offline import OFFLINE_ENV
-from oellm.shipping import staged
+from oellm.shipping import pythonpath, staged
 from oellm.sitevalues import expand_env
 from oellm.suites.lm_eval_tasks import cache_dir
 
@@ -29,8 +31,9 @@ _ANSWERS: dict[tuple, dict[str, Any]] = {}  # one container start per suite and 
 class RemoteSuite:
     """Plan-time questions only; the worker runs inside the image, where the suite itself is installed."""
 
-    def __init__(self, name: str, cluster: ClusterConfig, python: str | None = None):
+    def __init__(self, name: str, cluster: ClusterConfig, python: str | None = None, indexed: bool = False):
         self.name, self.cluster, self.python = name, cluster.for_suite(name), python
+        self.indexed = indexed  # oellm ships an index of its tasks (`oellm.suites.INDEXED`)
 
     def validate(self, names: Sequence[str], sources: Sequence[str]) -> None:
         answer = self._ask(names, sources)
@@ -57,7 +60,7 @@ class RemoteSuite:
         code = str(staged(cache_dir()))  # this oellm answers, whether or not the image or venv has one
         if self.python:
             env = {**os.environ, **expand_env(self.cluster.env, os.environ, f"cluster {self.cluster.name}.env"),
-                   **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join([code, *filter(None, [os.environ.get("PYTHONPATH")])])}
+                   **OFFLINE_ENV, "PYTHONPATH": pythonpath(code)}
             proc = subprocess.run([self.python, "-m", "oellm.suites.probe"], input=json.dumps(question),
                                   capture_output=True, text=True, env=env, cwd=code)
             return self._answer(proc, f"the venv's python {self.python}")
@@ -69,7 +72,9 @@ class RemoteSuite:
             proc = subprocess.run(argv, input=json.dumps(question), capture_output=True, text=True, cwd=code)
         except FileNotFoundError:
             raise OellmError(f"container runtime {c.runtime!r} (cluster {self.cluster.name}) is not on PATH here; "
-                             f"it answers which {self.name} tasks exist (the login node has no {self.name})") from None
+                             f"it answers which {self.name} tasks exist (the login node has no {self.name})"
+                             + ("; --dry_run or --skip_checks plan from oellm's index of its tasks"
+                                if self.indexed else "")) from None
         return self._answer(proc, f"image {c.image}")
 
     def _answer(self, proc: subprocess.CompletedProcess, where: str) -> dict[str, Any]:

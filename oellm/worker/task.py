@@ -63,9 +63,9 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
     # `oellm resubmit` may override settings (a smaller batch size after an OOM) for some tasks
     ctx = _Context(rd, {**manifest, **(manifest.get("task_overrides") or {}).get(str(task), {})}, env, task)
     rows = [r for r in read_jobs(rd.jobs) if r.task_index == ctx.index]
-    split = gpus.part()
-    if split is not None:  # worker k of n of this task (one per GPU): every nth row
-        rows = gpus.share(rows, *split)
+    mine = gpus.assigned()
+    if mine is not None:  # worker k of n of this task (one per GPU): the rows its parent gave it
+        rows = [r for r in rows if r.row_id in mine]
     todo = [r for r in rows if not rd.has_result(r.row_id)]
     log.info("array task %d: %d row(s), %d already done", ctx.index, len(rows), len(rows) - len(todo))
     for sub in (rd.results, rd.states):
@@ -73,7 +73,7 @@ def run(run_dir: Path | str, index: int | None = None, index_offset: int = 0) ->
     limit = int((manifest.get("cluster_config") or {}).get("max_requeues", ClusterConfig.max_requeues))
     if env.restart_count > limit:
         return _give_up(ctx, todo, limit)
-    failed_workers = gpus.fan_out(rd.path, index, index_offset, len(todo), ctx.settings)
+    failed_workers = gpus.fan_out(rd.path, index, index_offset, [r.row_id for r in todo], ctx.settings)
     if failed_workers is not None:
         return failed_workers
     try:

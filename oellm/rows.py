@@ -193,6 +193,18 @@ class _once:
         return value
 
 
+def _row_hash(row: EvalRow, model_args: str) -> str:
+    limit = "" if row.limit is None else repr(float(row.limit))  # 10 and 10.0 are the same evaluation
+    parts: tuple[str, ...] = (row.model, model_args, row.task, shot_label(row.n_shot), limit)
+    if row.suite != DEFAULT_SUITE:
+        parts += (row.suite,)
+    if row.num_shards:
+        parts += (f"shard {row.shard}/{row.num_shards}",)
+    if row.options:
+        parts += (f"options {row.options}",)
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
 def shot_label(n_shot: int | None) -> str:
     """A shot count as oellm writes it: the number, or "default" for the task's own count."""
     return DEFAULT_SHOTS if n_shot is None else str(n_shot)
@@ -219,25 +231,14 @@ class EvalRow:
         """Stable id: the same evaluation always gets the same id, in any run, on any cluster (lm-eval rows
         keep the ids they had before rows named a suite or a shard). Model args that only permit a load
         (`trust_remote_code`) change no number, so they are not part of it (docs/evaluation.md)."""
-        return self._id(identity_args(self.model_args))
+        args = self.model_args  # LOAD_ONLY_ARGS tested inline: 100k rows are planned at once
+        return _row_hash(self, identity_args(args) if "trust_remote_code" in args else args)
 
     @property
     def legacy_ids(self) -> tuple[str, ...]:
         """The ids rows with a load-only model arg had before it left the identity: the ledger still finds
         their results, and their run dirs still read (a one-time mapping, never a re-run)."""
-        args = identity_args(self.model_args)
-        return () if args == self.model_args else (self._id(self.model_args),)
-
-    def _id(self, model_args: str) -> str:
-        limit = "" if self.limit is None else repr(float(self.limit))  # 10 and 10.0 are the same evaluation
-        parts: tuple[str, ...] = (self.model, model_args, self.task, shot_label(self.n_shot), limit)
-        if self.suite != DEFAULT_SUITE:
-            parts += (self.suite,)
-        if self.num_shards:
-            parts += (f"shard {self.shard}/{self.num_shards}",)
-        if self.options:
-            parts += (f"options {self.options}",)
-        return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+        return () if identity_args(self.model_args) == self.model_args else (_row_hash(self, self.model_args),)
 
     @property
     def identity(self) -> tuple:

@@ -36,19 +36,18 @@ RUN_STAMP_FORMAT = "%Y-%m-%d-%H-%M-%S"
 MIN_RESULT_BYTES = 32  # `{"results": {"t": {"acc,none": 1}}}` has 36
 
 
-_COLUMNS = ["row_id", "task_index", "model", "model_args", "task", "n_shot", "limit", "step"]  # required
-OPTIONAL = ["suite", "shard", "num_shards", "options"]  # absent in runs written before rows had them
-
-
-# oellm-eval's eval-CSV columns as well (n_shot and num_shards are shared), then the rows' lm-eval options as
-# eval-CSV cells: `--eval_csv_path RUN/jobs.csv` (of either tool) plans the run again, and oellm-eval's
-# `collect --check` reads it; the readers here ignore them (jobs.csv files written before them lack them)
-EVAL_CSV = ["model_path", "task_path", "eval_suite"]
+# oellm-eval's eval-CSV names where the tools share a field (model_path: the model, then its args, also apart in
+# model_args), then the rows' lm-eval options as eval-CSV cells: `--eval_csv_path RUN/jobs.csv` (of either
+# tool) plans the run again, oellm-eval's `collect --check` reads it. Older runs say model, task and suite.
+COLUMNS = ["row_id", "task_index", "model_path", "model_args", "task_path", "n_shot", "limit", "step", "eval_suite",
+           "shard", "num_shards", "options"]
+_REQUIRED = COLUMNS[:8]  # the others are absent in runs written before rows had them
+_OLD_NAMES = {"model": "model_path", "task": "task_path", "suite": "eval_suite"}
 
 
 def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
-    """Write jobs.csv (plain csv module: 100k rows in ~0.3 s, no pandas import on the planning path), LF line
-    ends as oellm-eval's; model_path holds the model args after the model, as an eval CSV does."""
+    """Write jobs.csv (plain csv module: 100k rows in ~0.2 s, no pandas import on the planning path), LF line
+    ends as oellm-eval's."""
     from oellm.options import ROW_OPTIONS, csv_cells
 
     rows = list(rows)
@@ -56,12 +55,19 @@ def write_jobs(path: Path, rows: Iterable[EvalRow]) -> None:
     names = [k for k in ROW_OPTIONS if any(k in c for c in cells.values())]
     extra = {o: tuple(c.get(k, "") for k in names) for o, c in cells.items()}  # per distinct options, not per row
     with atomic_open(path) as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow([*_COLUMNS, *OPTIONAL, *EVAL_CSV, *names])
-        w.writerows([r.row_id, r.task_index, r.model, r.model_args, r.task, shot_label(r.n_shot), _fmt_limit(r.limit),
-                     _blank(r.step), r.suite, _blank(r.shard), _blank(r.num_shards), r.options,
-                     f"{r.model},{r.model_args}" if r.model_args else r.model, r.task, r.suite,
-                     *extra[r.options]] for r in rows)
+        w = csv.writer(fh, lineterminator="\n")  # None is written as an empty cell
+        w.writerow([*COLUMNS, *names])
+        w.writerows([r.row_id, r.task_index, f"{r.model},{r.model_args}" if r.model_args else r.model, r.model_args,
+                     r.task, shot_label(r.n_shot), _fmt_limit(r.limit), r.step, r.suite, r.shard,
+                     r.num_shards, r.options, *extra[r.options]] for r in rows)
+
+
+def _model(model_path: str, model_args: str) -> str:
+    """The model of a `model_path` cell: its args follow it after a comma (jobs.csv has them apart too); a run
+    written before holds the model alone there (its column was `model`)."""
+    if model_args and model_path.endswith("," + model_args):
+        return model_path[: len(model_path) - len(model_args) - 1]
+    return model_path
 
 
 def _read(path: Path, rows: Callable[[Any, dict[str, int]], list[T]]) -> list[T]:
@@ -72,14 +78,17 @@ def _read(path: Path, rows: Callable[[Any, dict[str, int]], list[T]]) -> list[T]
         with open(path, newline="") as fh:
             reader = csv.reader(fh)
             col = {name: i for i, name in enumerate(next(reader))}
-            missing = [c for c in _COLUMNS if c not in col]
+            for was, now in _OLD_NAMES.items():  # a run written before the columns took oellm-eval's names
+                if was in col and now not in col:
+                    col[now] = col.pop(was)
+            missing = [c for c in _REQUIRED if c not in col]
             if missing:
                 raise KeyError(", ".join(missing))
             return rows(reader, col)
     except FileNotFoundError:
         raise OellmError(f"{path} not found: is this an oellm run directory?") from None
     except (StopIteration, KeyError, ValueError, IndexError) as e:
-        raise OellmError(f"{path} is not a valid jobs.csv ({e!r}); expected columns {', '.join(_COLUMNS)}") from None
+        raise OellmError(f"{path} is not a valid jobs.csv ({e!r}); expected columns {', '.join(_REQUIRED)}") from None
 
 
 def read_jobs(path: Path) -> list[EvalRow]:
@@ -89,9 +98,9 @@ def read_jobs(path: Path) -> list[EvalRow]:
         out = []
         for rec in reader:
             f = {name: rec[i] for name, i in col.items()}
-            row = EvalRow(model=f["model"], model_args=f["model_args"], task=f["task"], n_shot=_shots(f["n_shot"]),
+            row = EvalRow(model=_model(f["model_path"], f["model_args"]), model_args=f["model_args"], task=f["task_path"], n_shot=_shots(f["n_shot"]),
                           limit=float(f["limit"]) if f["limit"] else None, step=int(f["step"]) if f["step"] else None,
-                          task_index=int(f["task_index"]), suite=f.get("suite") or DEFAULT_SUITE,
+                          task_index=int(f["task_index"]), suite=f.get("eval_suite") or DEFAULT_SUITE,
                           shard=_int(f.get("shard")), num_shards=_int(f.get("num_shards")),
                           options=f.get("options") or "")
             if row.row_id != f["row_id"]:
@@ -118,8 +127,8 @@ def read_job_refs(path: Path) -> list[JobRef]:
     """Read jobs.csv for status (row ids trusted as written; `read_jobs` checks them)."""
 
     def refs(reader: Any, col: dict[str, int]) -> list[JobRef]:
-        r, t, m, k, n = (col[c] for c in JobRef._fields)
-        return [JobRef(rec[r], int(rec[t]), rec[m], rec[k], _shots(rec[n])) for rec in reader]
+        r, t, m, a, k, n = (col[c] for c in ("row_id", "task_index", "model_path", "model_args", "task_path", "n_shot"))
+        return [JobRef(rec[r], int(rec[t]), _model(rec[m], rec[a]), rec[k], _shots(rec[n])) for rec in reader]
 
     return _read(path, refs)
 
@@ -134,10 +143,6 @@ def _shots(text: str) -> int | None:
 
 def _int(text: str | None) -> int | None:
     return int(text) if text else None
-
-
-def _blank(value: int | None) -> str | int:
-    return "" if value is None else value
 
 
 # ---------------------------------------------------------------- run directory

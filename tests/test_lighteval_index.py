@@ -51,7 +51,7 @@ def planned(out: Path) -> list[tuple[str, ...]]:
     (run,) = out.iterdir()
     lines = (run / "jobs.csv").read_text().splitlines()
     head = lines[0].split(",")
-    cols = [head.index(c) for c in ("row_id", "model", "task", "n_shot", "suite")]
+    cols = [head.index(c) for c in ("row_id", "model_path", "task_path", "n_shot", "eval_suite")]
     return sorted(tuple(line.split(",")[i] for i in cols) for line in lines[1:])
 
 

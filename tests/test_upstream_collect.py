@@ -85,7 +85,7 @@ def test_collect_writes_oellm_evals_csv_and_plans_the_missing_rows_again(upstrea
                       "--lm_eval_include_path", str(tiny_tasks), "--output_dir", str(tmp_path / "again"))
     assert plan.returncode == 0, plan.stderr
     (run,) = (tmp_path / "again").iterdir()
-    assert [(r["task"], r["n_shot"]) for r in _rows(run / "jobs.csv")] == [("tiny_mc_b", "0")]
+    assert [(r["task_path"], r["n_shot"]) for r in _rows(run / "jobs.csv")] == [("tiny_mc_b", "0")]
 
 
 @pytest.mark.fast

@@ -57,7 +57,7 @@ def test_a_run_dirs_jobs_csv_is_an_eval_csv_of_either_tool(tiny_model, tiny_task
     assert sorted(r["row_id"] for r in _rows(rerun / "jobs.csv")) == sorted(r["row_id"] for r in rows)
     assert json.loads((run / "run.json").read_text())["task_groups_file"] == str(groups.resolve())
     # a result for tiny_mc_a, as the worker writes it (lm-eval's keys), collected without --task_groups_file
-    row = next(r for r in rows if r["task"] == "tiny_mc_a")
+    row = next(r for r in rows if r["task_path"] == "tiny_mc_a")
     (run / "results").mkdir(exist_ok=True)
     (run / "results" / f"{row['row_id']}.json").write_text(json.dumps({
         "results": {"tiny_mc_a": {"acc,none": 0.25, "acc_norm,none": 0.5}}, "n-shot": {"tiny_mc_a": 0},

@@ -21,16 +21,16 @@ def check_custom(rows: Sequence[EvalRow], includes: Sequence[str]) -> None:
     """Refuse the first lm-eval task of the rows that is one of oellm-eval's own and that no include dir
     defines: unknown, or lm-eval's built-in task of the same name (12 of oellm-eval's `arc_challenge_mt_*`
     are also lm-eval's), which is another evaluation and must not run in its place."""
-    names = sorted({r.task for r in rows if r.suite == "lm_eval" and FAMILIES.match(r.task)})
+    names = sorted(t for t in {r.task for r in rows if r.suite == "lm_eval"} if FAMILIES.match(t))  # 100k rows: few tasks
     if not names:
         return
     from oellm.suites.lm_eval import yaml_dirs
-    from oellm.suites.lm_eval_tasks import stock_tasks_dir, task_index
+    from oellm.suites.lm_eval_tasks import resolve
 
-    index, stock = task_index(yaml_dirs(includes)), str(stock_tasks_dir())
+    # the include dirs' index first: lm-eval's own (4 MB) is read only for a name they do not define
+    index, _, user = resolve(names, yaml_dirs(includes))
     for name in names:
-        where = (index.get(name) or {}).get("yaml_path")
-        if name not in index or not where or str(where).startswith(stock):
+        if name not in user:
             twin = " (lm-eval's built-in task of that name is another evaluation)" if name in index else ""
             raise OellmError(f"task {name}: this group needs the custom tasks of oellm-eval{twin}; pass "
                              f"--lm_eval_include_path .../custom_lm_eval_tasks (oellm-eval's "
